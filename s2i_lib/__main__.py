@@ -1,0 +1,74 @@
+"""Command line: ``python -m s2i_lib {data,speech,sen,gan,eval,all,status,notebooks} --profile P``.
+
+Each step first builds whatever earlier step is missing or stale; a step that is up to date is
+skipped (``--force`` re-runs it).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import STEPS, ConfigError, available_profiles, load_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m s2i_lib", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--profile", default="default",
+                        help=f"a profile name ({', '.join(available_profiles())}) or a YAML path")
+    common.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set gan.batch_size=32 (repeatable)")
+    common.add_argument("--runs-dir", type=Path, default=None,
+                        help="where runs/<profile>/<step>/ go (default: runs/ at the repository root)")
+    for step in STEPS:
+        sp = sub.add_parser(step, parents=[common], help=f"run the {step} step (and what it needs)")
+        sp.add_argument("--force", action="store_true", help="re-run even if up to date")
+    sp = sub.add_parser("all", parents=[common], help="run every step")
+    sp.add_argument("--force", action="store_true", help="re-run every step")
+    sub.add_parser("status", parents=[common], help="show which steps are done, stale or missing")
+    sp = sub.add_parser("notebooks", parents=[common],
+                        help="run every notebook with papermill into outputs/notebooks/, then summarise")
+    sp.add_argument("--output-dir", type=Path, default=Path("outputs"))
+    sp.add_argument("--only", nargs="*", default=None, help="notebook names to run (default: all)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        cfg = load_config(args.profile, args.overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    from . import pipeline
+    if args.command == "status":
+        for step in STEPS:
+            st = pipeline.state(step, cfg, args.runs_dir)
+            print(f"{step:7s} {st.status:8s} {st.reason}  ({st.dir})")
+        return 0
+    if args.command == "notebooks":
+        from .notebooks import run_notebooks
+        return run_notebooks(args.profile, args.overrides, args.output_dir, args.only, args.runs_dir)
+
+    from .device import select_device
+    try:
+        select_device(cfg.device)
+        steps = STEPS if args.command == "all" else (args.command,)
+        for step in steps:
+            pipeline.ensure(step, cfg, args.runs_dir, force=args.force)
+    except pipeline.StepNotImplemented as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished files are kept; run the same command again to resume.",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

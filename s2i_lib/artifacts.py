@@ -1,0 +1,256 @@
+"""Run folders, atomic writes and the step cache.
+
+Every pipeline step writes into ``runs/<profile>/<step>/`` and finishes by writing ``metrics.json``.
+A step whose ``metrics.json`` carries the same config hash (and whose upstream steps are the very
+runs it was built from) is up to date and is skipped. Writes go to a temporary file in the same
+folder and are renamed into place, so a reader never sees half a file and a killed step leaves
+either the old file or the new one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+METRICS_FILE = "metrics.json"
+STARTED_FILE = "started.json"
+
+# Versions recorded in every metrics.json, so that a number can be traced to the code that made it.
+RECORDED_PACKAGES = ("s2i-course", "torch", "torchvision", "torchaudio", "numpy", "pillow",
+                     "piper-tts", "espeakng-loader")
+
+
+# --------------------------------------------------------------------------------------- writes
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The suffix is kept so that libraries which pick a format from the extension still work.
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:  # make the bytes durable before the rename publishes them
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy scalars and arrays, Paths: the only non-JSON types steps put into their metrics
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON: {obj!r}")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON ({e}); delete it to rebuild") from e
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """Hash of a JSON-serialisable object that does not depend on dict order or the process."""
+    blob = json.dumps(obj, sort_keys=True, default=_json_default).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+# ---------------------------------------------------------------------------------- measurement
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _current_rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:  # not Linux: fall back to the process-lifetime peak
+        import resource
+        scale = 1 if sys.platform == "darwin" else 1024
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+class PeakMemory:
+    """Peak resident memory of this process while a block runs (sampled every 50 ms).
+
+    ``ru_maxrss`` would give the peak of the whole process lifetime, which in a notebook that runs
+    several steps says nothing about the step at hand; so we sample.
+    """
+
+    def __init__(self, interval: float = 0.05):
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _current_rss_bytes())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PeakMemory":
+        self.peak = _current_rss_bytes()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.peak = max(self.peak, _current_rss_bytes())
+
+
+# ----------------------------------------------------------------------------------- step cache
+@dataclass(frozen=True)
+class StepState:
+    """What is on disk for one step: ``status`` is 'done', 'stale', 'partial' or 'missing'."""
+    name: str
+    dir: Path
+    status: str
+    reason: str
+    metrics: dict | None
+
+
+def step_state(step_dir: Path, name: str, config_hash: str,
+               upstream_runs: dict[str, str]) -> StepState:
+    """Compare what is in ``step_dir`` with the config and upstream runs it should come from."""
+    metrics_path = step_dir / METRICS_FILE
+    if not metrics_path.exists():
+        status = "partial" if step_dir.exists() and any(step_dir.iterdir()) else "missing"
+        return StepState(name, step_dir, status, "no metrics.json (never finished)", None)
+    metrics = read_json(metrics_path)
+    if metrics.get("config_hash") != config_hash:
+        return StepState(name, step_dir, "stale",
+                         f"config changed ({metrics.get('config_hash')} -> {config_hash})", metrics)
+    recorded = metrics.get("upstream_runs", {})
+    for up, run_id in upstream_runs.items():
+        if recorded.get(up) != run_id:
+            return StepState(name, step_dir, "stale", f"upstream step '{up}' was re-run", metrics)
+    return StepState(name, step_dir, "done", "up to date", metrics)
+
+
+def run_step(step_dir: Path, name: str, config_hash: str, config_section: dict,
+             upstream_runs: dict[str, str], work: Callable[[Path], dict],
+             force: bool = False, log: Callable[[str], None] = print) -> dict:
+    """Run ``work(step_dir)`` unless the step is up to date, then write its ``metrics.json``.
+
+    ``work`` returns the step's figures (a JSON-able dict). It may be interrupted at any point: it
+    must write its own outputs atomically and may resume from what a previous attempt with the
+    same config left behind (``started.json`` records which config that was). When the config
+    changed, the old outputs are removed first, so no file from another config can leak in.
+    """
+    state = step_state(step_dir, name, config_hash, upstream_runs)
+    if state.status == "done" and not force:
+        log(f"[{name}] up to date in {step_dir} (config {config_hash}); nothing to do. "
+            f"Use force=True / --force to re-run.")
+        return state.metrics  # type: ignore[return-value]
+
+    started_path = step_dir / STARTED_FILE
+    resumable = (state.status == "partial" and not force and started_path.exists()
+                 and _started_hash(started_path) == config_hash)
+    if step_dir.exists() and not resumable:
+        if state.status != "missing":
+            log(f"[{name}] {'forced re-run' if force else state.reason}: rebuilding {step_dir}")
+        _remove_tree(step_dir)
+    elif resumable:
+        log(f"[{name}] resuming an interrupted run in {step_dir}")
+    step_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(started_path, {"config_hash": config_hash, "started_at": _now()})
+
+    t0 = time.perf_counter()
+    with PeakMemory() as mem:
+        figures = work(step_dir)
+    wall = time.perf_counter() - t0
+
+    metrics = {
+        "step": name,
+        "run_id": uuid.uuid4().hex[:12],
+        "finished_at": _now(),
+        "config_hash": config_hash,
+        "upstream_runs": upstream_runs,
+        "wall_time_s": round(wall, 3),
+        "peak_rss_mb": round(mem.peak / 2**20, 1),
+        "figures": figures,
+        "config": config_section,
+        "versions": package_versions(),
+    }
+    gpu_peak = _cuda_peak_mb()
+    if gpu_peak is not None:
+        metrics["peak_cuda_mb"] = gpu_peak
+    atomic_write_json(step_dir / METRICS_FILE, metrics)
+    log(f"[{name}] done in {wall:.1f} s -> {step_dir}")
+    return metrics
+
+
+def _started_hash(path: Path) -> str | None:
+    try:
+        return read_json(path).get("config_hash")
+    except ValueError:
+        return None
+
+
+def _remove_tree(path: Path) -> None:
+    # Rename first so that a crash in the middle of rmtree never leaves a half-deleted step
+    # folder that looks like a resumable one.
+    trash = path.with_name(f".{path.name}.trash-{uuid.uuid4().hex[:8]}")
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def _cuda_peak_mb() -> float | None:
+    torch = sys.modules.get("torch")  # only if the step imported torch: do not import it here
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def make_temp_dir(parent: Path, prefix: str) -> Path:
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))

@@ -1,0 +1,365 @@
+"""Profiles (``configs/<name>.yaml``) loaded into typed dataclasses, with overrides.
+
+One section per pipeline step (data, speech, sen, gan, eval). Every key of a profile must be a
+field below: an unknown key, a value of the wrong type or an impossible value is a ``ConfigError``
+that names the key and the value. Overrides come as ``"section.key=value"`` strings (CLI
+``--set``) or as a dict (notebook parameter), flat (``{"gan.batch_size": 32}``) or nested.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .artifacts import stable_hash
+
+STEPS = ("data", "speech", "sen", "gan", "eval")
+
+
+class ConfigError(ValueError):
+    """A profile or override is wrong; the message names the key and the value."""
+
+
+def _fail(key: str, value: Any, why: str) -> None:
+    raise ConfigError(f"config key '{key}' = {value!r}: {why}")
+
+
+def _check(ok: bool, key: str, value: Any, why: str) -> None:
+    if not ok:
+        _fail(key, value, why)
+
+
+# ------------------------------------------------------------------------------------ sections
+@dataclass
+class DataConfig:
+    dataset: Literal["toybirds", "toyflowers", "cub", "oxford"] = "toybirds"
+    # toy datasets: rendered at this size (the largest the GAN needs); real data: ignored
+    image_size: int = 64
+    images_per_class: int = 20
+    # use only the first N classes of each split (None = all): keeps the smoke profile tiny
+    n_train_classes: int | None = None
+    n_test_classes: int | None = None
+    # real datasets: the folder written by data_scripts/prepare_{cub,oxford}.py
+    root: str | None = None
+    workers: int = 2
+
+    def validate(self, p: str) -> None:
+        _check(self.image_size in (32, 64, 128, 256), f"{p}.image_size", self.image_size,
+               "must be one of 32, 64, 128, 256")
+        _check(1 <= self.images_per_class <= 1000, f"{p}.images_per_class", self.images_per_class,
+               "must be between 1 and 1000")
+        for k in ("n_train_classes", "n_test_classes"):
+            v = getattr(self, k)
+            _check(v is None or v >= 1, f"{p}.{k}", v, "must be at least 1 (or null for all)")
+        _check(self.workers >= 1, f"{p}.workers", self.workers, "must be at least 1")
+        if self.dataset in ("cub", "oxford"):
+            _check(self.root is not None, f"{p}.root", self.root,
+                   f"dataset '{self.dataset}' needs the folder written by "
+                   f"data_scripts/prepare_{self.dataset}.py")
+
+
+@dataclass
+class SpeechConfig:
+    # voices are "backend:voice" (piper:joe, espeak:en-us+f3, ...)
+    voices: list[str] = field(default_factory=lambda: ["piper:joe"])
+    heldout_voices: list[str] = field(default_factory=list)
+    captions_per_image: int = 10        # how many of each image's captions are spoken
+    voices_per_caption: int = 1         # training voices per caption
+    sample_rate: int = 22050
+    n_mels: int = 40
+    win_ms: float = 25.0
+    hop_ms: float = 10.0
+    max_caption_chars: int = 300
+    workers: int = 2
+
+    def validate(self, p: str) -> None:
+        _check(len(self.voices) >= 1, f"{p}.voices", self.voices, "needs at least one voice")
+        for k in ("voices", "heldout_voices"):
+            for v in getattr(self, k):
+                _check(isinstance(v, str) and ":" in v, f"{p}.{k}", v,
+                       "each voice is 'backend:name', e.g. 'piper:joe' or 'espeak:en-us+f3'")
+        overlap = set(self.voices) & set(self.heldout_voices)
+        _check(not overlap, f"{p}.heldout_voices", sorted(overlap),
+               "a held-out voice must not also be a training voice")
+        _check(1 <= self.captions_per_image <= 10, f"{p}.captions_per_image",
+               self.captions_per_image, "must be between 1 and 10")
+        _check(1 <= self.voices_per_caption <= len(self.voices), f"{p}.voices_per_caption",
+               self.voices_per_caption, f"must be between 1 and the number of voices ({len(self.voices)})")
+        _check(8000 <= self.sample_rate <= 48000, f"{p}.sample_rate", self.sample_rate,
+               "must be between 8000 and 48000 Hz")
+        _check(1 <= self.n_mels <= 128, f"{p}.n_mels", self.n_mels, "must be between 1 and 128")
+        _check(0 < self.hop_ms <= self.win_ms, f"{p}.hop_ms", self.hop_ms,
+               "must be positive and not longer than win_ms")
+        _check(self.max_caption_chars >= 20, f"{p}.max_caption_chars", self.max_caption_chars,
+               "must be at least 20")
+        _check(self.workers >= 1, f"{p}.workers", self.workers, "must be at least 1")
+
+
+@dataclass
+class SenConfig:
+    """Speech embedding network (reference sections 2 to 5)."""
+    backbone: Literal["efficientnet_lite0", "tf_inception", "inception_v3_torchvision"] = "efficientnet_lite0"
+    backbone_weights: str | None = None     # local file, for inception_v3_torchvision
+    embed_dim: int = 1024
+    conv_channels: list[int] = field(default_factory=lambda: [64, 128])
+    gru_hidden: int = 512
+    gru_layers: int = 2
+    attention_hidden: int = 128
+    batch_size: int = 128
+    epochs: int = 150
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.95, 0.999])
+    weight_decay: float = 1e-3
+    lr_decay_every: int = 50
+    gamma: float = 10.0                      # cosine-logit scale of the matching loss
+    distinctive_loss: bool = True
+    val_fraction: float = 0.1                # of the training images, carved for model selection
+
+    def validate(self, p: str) -> None:
+        _check(self.embed_dim >= 8, f"{p}.embed_dim", self.embed_dim, "must be at least 8")
+        _check(self.embed_dim % 2 == 0, f"{p}.embed_dim", self.embed_dim,
+               "must be even (it is the output of a bidirectional GRU)")
+        _check(len(self.conv_channels) == 2 and all(c >= 1 for c in self.conv_channels),
+               f"{p}.conv_channels", self.conv_channels, "must be two positive widths")
+        _check(self.gru_hidden >= 1 and self.gru_layers >= 1, f"{p}.gru_hidden", self.gru_hidden,
+               "GRU hidden size and layers must be positive")
+        _check(self.batch_size >= 2, f"{p}.batch_size", self.batch_size,
+               "must be at least 2 (the matching loss needs negatives)")
+        _check(self.epochs >= 1, f"{p}.epochs", self.epochs, "must be at least 1")
+        _check(0 < self.lr < 1, f"{p}.lr", self.lr, "must be in (0, 1)")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{p}.betas",
+               self.betas, "must be two numbers in [0, 1)")
+        _check(self.weight_decay >= 0, f"{p}.weight_decay", self.weight_decay, "must be >= 0")
+        _check(self.lr_decay_every >= 1, f"{p}.lr_decay_every", self.lr_decay_every, "must be >= 1")
+        _check(self.gamma > 0, f"{p}.gamma", self.gamma, "must be positive")
+        _check(0 < self.val_fraction < 0.5, f"{p}.val_fraction", self.val_fraction,
+               "must be in (0, 0.5)")
+
+
+@dataclass
+class GanConfig:
+    """Densely-stacked generator, discriminators, relation supervisor (reference 6 to 9)."""
+    stage_sizes: list[int] = field(default_factory=lambda: [64, 128, 256])
+    gf_dim: int = 64
+    df_dim: int = 64
+    z_dim: int = 100
+    condition_dim: int = 128
+    res_blocks: int = 2
+    dense: bool = True
+    relation_supervisor: bool = True
+    rs_mode: Literal["cooperative", "adversarial"] = "cooperative"
+    condition_on: Literal["speech", "text"] = "speech"
+    batch_size: int = 24
+    iterations: int = 220800
+    lr: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    kl_coeff: float = 2.0
+    rs_coeff: float = 1.0
+    ema_decay: float = 0.999
+    checkpoint_every: int = 2000
+    sample_every: int = 2000
+    amp: bool = False                        # bf16 autocast, GPU only
+    channels_last: bool = False              # GPU only
+
+    def validate(self, p: str) -> None:
+        s = self.stage_sizes
+        _check(len(s) == 3, f"{p}.stage_sizes", s, "needs three stage resolutions")
+        _check(all(b == 2 * a for a, b in zip(s, s[1:])) and s[0] >= 16 and (s[0] & (s[0] - 1)) == 0,
+               f"{p}.stage_sizes", s, "must be powers of two, at least 16, each twice the previous")
+        for k in ("gf_dim", "df_dim", "z_dim", "condition_dim"):
+            _check(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "must be positive")
+        _check(self.gf_dim % 4 == 0, f"{p}.gf_dim", self.gf_dim,
+               "must be a multiple of 4 (the last stage has gf_dim/4 channels)")
+        _check(self.res_blocks >= 0, f"{p}.res_blocks", self.res_blocks, "must be >= 0")
+        _check(self.batch_size >= 2, f"{p}.batch_size", self.batch_size, "must be at least 2")
+        _check(self.iterations >= 1, f"{p}.iterations", self.iterations, "must be at least 1")
+        _check(0 < self.lr < 1, f"{p}.lr", self.lr, "must be in (0, 1)")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{p}.betas",
+               self.betas, "must be two numbers in [0, 1)")
+        _check(0 <= self.ema_decay < 1, f"{p}.ema_decay", self.ema_decay, "must be in [0, 1)")
+        for k in ("kl_coeff", "rs_coeff"):
+            _check(getattr(self, k) >= 0, f"{p}.{k}", getattr(self, k), "must be >= 0")
+        for k in ("checkpoint_every", "sample_every"):
+            _check(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "must be at least 1")
+
+
+@dataclass
+class EvalConfig:
+    is_splits: int = 10
+    batch_size: int = 50
+    ablations: bool = False
+
+    def validate(self, p: str) -> None:
+        _check(self.is_splits >= 1, f"{p}.is_splits", self.is_splits, "must be at least 1")
+        _check(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "must be at least 1")
+
+
+@dataclass
+class Config:
+    profile: str = "default"
+    seed: int = 0
+    device: str = "auto"                     # auto | cpu | cuda | cuda:N
+    data: DataConfig = field(default_factory=DataConfig)
+    speech: SpeechConfig = field(default_factory=SpeechConfig)
+    sen: SenConfig = field(default_factory=SenConfig)
+    gan: GanConfig = field(default_factory=GanConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> "Config":
+        _check(self.seed >= 0, "seed", self.seed, "must be >= 0")
+        _check(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+               "device", self.device, "must be auto, cpu, cuda or cuda:N")
+        for name in STEPS:
+            getattr(self, name).validate(name)
+        return self
+
+    def step_hash(self, step: str) -> str:
+        """Hash of everything that decides the outputs of ``step``: the seed and the sections of
+        this step and all steps before it (so an upstream change makes a step stale)."""
+        if step not in STEPS:
+            raise ValueError(f"unknown step {step!r}; expected one of {STEPS}")
+        upto = STEPS[: STEPS.index(step) + 1]
+        return stable_hash({"seed": self.seed, **{s: dataclasses.asdict(getattr(self, s)) for s in upto}})
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ------------------------------------------------------------------------------------- loading
+def configs_dir() -> Path:
+    """``configs/`` of the repository (or ``S2I_CONFIGS_DIR``)."""
+    env = os.environ.get("S2I_CONFIGS_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "configs"
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in configs_dir().glob("*.yaml"))
+
+
+def load_config(profile: str | os.PathLike = "default",
+                overrides: dict | list[str] | None = None) -> Config:
+    """Load a profile by name (``configs/<name>.yaml``) or path, apply overrides, validate."""
+    path = Path(profile)
+    if path.suffix not in (".yaml", ".yml"):
+        path = configs_dir() / f"{profile}.yaml"
+        if not path.exists():
+            raise ConfigError(f"unknown profile {str(profile)!r}: no {path}. "
+                              f"Available: {', '.join(available_profiles()) or 'none'}")
+    elif not path.exists():
+        raise ConfigError(f"profile file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path} is not valid YAML: {e}") from e
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections, not {type(raw).__name__}")
+    raw.setdefault("profile", path.stem)
+    for key, value in _flatten_overrides(overrides).items():
+        _set_nested(raw, key, value)
+    return _build(Config, raw, prefix="").validate()
+
+
+def _flatten_overrides(overrides: dict | list[str] | None) -> dict[str, Any]:
+    if not overrides:
+        return {}
+    flat: dict[str, Any] = {}
+    if isinstance(overrides, dict):
+        def walk(d: dict, prefix: str) -> None:
+            for k, v in d.items():
+                key = f"{prefix}{k}"
+                if isinstance(v, dict) and k in STEPS:
+                    walk(v, key + ".")
+                else:
+                    flat[key] = v
+        walk(overrides, "")
+        return flat
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        key, text = item.split("=", 1)
+        try:  # YAML syntax, so numbers, booleans, null and [lists] come out typed
+            flat[key.strip()] = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: cannot parse value ({e})") from e
+    return flat
+
+
+def _set_nested(raw: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{key}': '{part}' is not a section")
+    node[parts[-1]] = value
+
+
+def _build(cls: type, raw: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            full = f"{prefix}{key}"
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f"; known keys: {', '.join(names)}"
+            raise ConfigError(f"unknown config key '{full}'{hint}")
+    kwargs = {}
+    for name in names:
+        if name not in raw:
+            continue
+        tp, value, full = hints[name], raw[name], f"{prefix}{name}"
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                _fail(full, value, "must be a section (a mapping of keys)")
+            kwargs[name] = _build(tp, value, prefix=full + ".")
+        else:
+            kwargs[name] = _coerce(tp, value, full)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; convert only lossless cases (int -> float)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        _fail(key, value, f"has the wrong type; expected {_type_name(tp)}")
+    if origin is Literal:
+        _check(value in args, key, value, f"must be one of {', '.join(map(repr, args))}")
+        return value
+    if origin is list:
+        _check(isinstance(value, (list, tuple)), key, value, f"must be a list of {_type_name(args[0])}")
+        return [_coerce(args[0], v, key) for v in value]
+    if tp is bool:
+        _check(isinstance(value, bool), key, value, "must be true or false")
+        return value
+    if tp is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), key, value, "must be an integer")
+        return value
+    if tp is float:
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, value,
+               "must be a number")
+        return float(value)
+    if tp is str:
+        _check(isinstance(value, str), key, value, "must be a string")
+        return value
+    raise TypeError(f"config field {key} has an unsupported type {tp}")  # a bug here, not the user's
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")

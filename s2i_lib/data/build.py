@@ -1,0 +1,115 @@
+"""The ``data`` step: render a toy dataset, or index a prepared CUB/Oxford folder, into the run.
+
+Toy datasets are rendered image by image with a process pool; each image and caption file is
+written atomically, so an interrupted build resumes where it stopped (finished files are kept).
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from types import ModuleType
+
+from tqdm.auto import tqdm
+
+from ..config import Config
+from .layout import ImageRecord, read_dataset, write_captions, write_image, write_index
+
+TOY_DATASETS = ("toybirds", "toyflowers")
+
+
+def toy_module(name: str) -> ModuleType:
+    """The renderer module of a toy dataset (``toy_birds`` or ``toy_flowers``)."""
+    if name == "toybirds":
+        from . import toy_birds as module
+    elif name == "toyflowers":
+        from . import toy_flowers as module
+    else:
+        raise ValueError(f"unknown toy dataset {name!r}; expected one of {TOY_DATASETS}")
+    return module
+
+
+def select_classes(classes: list, n_train: int | None, n_test: int | None) -> list:
+    """The first ``n_train`` training and ``n_test`` test classes (all when None)."""
+    train = [c for c in classes if c.split == "train"][:n_train]
+    test = [c for c in classes if c.split == "test"][:n_test]
+    return sorted(train + test, key=lambda c: c.id)
+
+
+def _image_key(cls, index: int) -> str:
+    return f"{cls.name}/{cls.name.split('.', 1)[-1]}_{index:04d}"
+
+
+def _render_one(job: tuple) -> ImageRecord:
+    """Render, caption and write one image (runs in a worker process)."""
+    dataset, cls, index, size, seed, root = job
+    from .captions import make_captions
+    key = _image_key(cls, index)
+    captions = make_captions(dataset, cls.attributes, seed=seed, class_id=cls.id, index=index)
+    image_path = Path(root) / "images" / f"{key}.png"
+    text_path = Path(root) / "text" / f"{key}.txt"
+    if not image_path.exists():   # written atomically: if it exists, it is complete
+        write_image(root, key, toy_module(dataset).render(cls, index, size=size, seed=seed))
+    if not text_path.exists():
+        write_captions(root, key, [c.text for c in captions])
+    return ImageRecord(key=key, class_name=cls.name, class_id=cls.id, split=cls.split,
+                       captions=tuple(c.text for c in captions), attributes=dict(cls.attributes),
+                       mentions=tuple(dict(c.mentions) for c in captions))
+
+
+def build_toy_dataset(root: Path, dataset: str, image_size: int, images_per_class: int,
+                      seed: int, n_train_classes: int | None = None,
+                      n_test_classes: int | None = None, workers: int = 1) -> dict:
+    """Render a toy dataset into ``root`` in the common layout; return its ``dataset.json``."""
+    module = toy_module(dataset)
+    classes = select_classes(module.class_table(), n_train_classes, n_test_classes)
+    jobs = [(dataset, c, i, image_size, seed, str(root)) for c in classes for i in range(images_per_class)]
+    desc = f"rendering {dataset} ({len(classes)} classes, {image_size} px)"
+    if workers > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            records = list(tqdm(pool.map(_render_one, jobs, chunksize=16), total=len(jobs), desc=desc))
+    else:
+        records = [_render_one(j) for j in tqdm(jobs, desc=desc)]
+    class_info = [{"id": c.id, "name": c.name, "split": c.split, "attributes": dict(c.attributes)}
+                  for c in classes]
+    return write_index(root, dataset, records, class_info, extra_info={
+        "source": "procedural", "image_size": image_size, "seed": seed,
+        "attribute_schema": {k: list(v) for k, v in module.ATTRIBUTES.items()},
+        "color_parts": dict(module.COLOR_PARTS)})
+
+
+def link_prepared_dataset(root: Path, prepared: Path, n_train_classes: int | None = None,
+                          n_test_classes: int | None = None) -> dict:
+    """Index a folder from ``data_scripts/prepare_*.py`` into the run without copying images.
+
+    The images and captions stay where the user prepared them (symbolic links); the index files
+    are rewritten, so a class subset (``n_*_classes``) works as for the toy datasets.
+    """
+    source = read_dataset(prepared)
+    keep_train = [c["id"] for c in source.classes if c["split"] == "train"][:n_train_classes]
+    keep_test = [c["id"] for c in source.classes if c["split"] == "test"][:n_test_classes]
+    keep = set(keep_train) | set(keep_test)
+    for sub in ("images", "text"):
+        link = root / sub
+        if not link.exists():
+            os.symlink((source.root / sub).resolve(), link, target_is_directory=True)
+    records = [r for r in source.records if r.class_id in keep]
+    classes = [c for c in source.classes if c["id"] in keep]
+    extra = {k: v for k, v in source.info.items() if k not in ("name", "image_ext", "counts", "captions_per_image")}
+    return write_index(root, source.name, records, classes, image_ext=source.info["image_ext"],
+                       extra_info={**extra, "prepared_from": str(source.root.resolve())})
+
+
+def build_data_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
+    """Work function of the ``data`` step (see ``s2i_lib.pipeline``)."""
+    d = cfg.data
+    if d.dataset in TOY_DATASETS:
+        info = build_toy_dataset(out_dir, d.dataset, d.image_size, d.images_per_class, cfg.seed,
+                                 d.n_train_classes, d.n_test_classes, d.workers)
+    else:
+        prepared = Path(d.root).expanduser()
+        if not prepared.is_absolute():
+            prepared = Path(__file__).resolve().parents[2] / prepared
+        info = link_prepared_dataset(out_dir, prepared, d.n_train_classes, d.n_test_classes)
+    return {"dataset": info["name"], "counts": info["counts"],
+            "captions_per_image": info["captions_per_image"]}

@@ -1,0 +1,93 @@
+"""Tables and plots for the data tour of notebook 01."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from .layout import DatasetIndex
+
+
+def split_table(index: DatasetIndex) -> pd.DataFrame:
+    """Images and classes per split."""
+    rows = [{"split": s, **c} for s, c in index.info["counts"].items()]
+    return pd.DataFrame(rows).set_index("split")
+
+
+def class_grid(index: DatasetIndex, split: str = "train", n_classes: int = 6, per_class: int = 6,
+               with_name: bool = True) -> plt.Figure:
+    """A grid of images: one row per class, ``per_class`` images of that class."""
+    records = index.split(split)
+    by_class: dict[int, list] = {}
+    for r in records:
+        by_class.setdefault(r.class_id, []).append(r)
+    class_ids = list(by_class)[:n_classes]
+    cols = min(per_class, max(len(by_class[c]) for c in class_ids))
+    fig, axes = plt.subplots(len(class_ids), cols, figsize=(1.4 * cols + (2.2 if with_name else 0),
+                                                             1.45 * len(class_ids)), squeeze=False)
+    for row, cid in enumerate(class_ids):
+        for col in range(cols):
+            ax = axes[row][col]
+            ax.axis("off")
+            if col < len(by_class[cid]):
+                ax.imshow(index.load_image(by_class[cid][col].key))
+        if with_name:
+            axes[row][0].text(-0.1, 0.5, by_class[cid][0].class_name.replace("_", " "),
+                              transform=axes[row][0].transAxes, ha="right", va="center", fontsize=8)
+    fig.suptitle(f"{index.name}: {split} classes", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def captions_beside_images(index: DatasetIndex, keys: list[str], n_captions: int = 3) -> plt.Figure:
+    """Images with some of their captions printed beside them."""
+    fig, axes = plt.subplots(len(keys), 2, figsize=(10, 1.7 * len(keys)),
+                             gridspec_kw={"width_ratios": [1, 5]}, squeeze=False)
+    for (ax_img, ax_txt), key in zip(axes, keys):
+        rec = index.record(key)
+        ax_img.imshow(index.load_image(key))
+        ax_img.axis("off")
+        ax_txt.axis("off")
+        ax_txt.text(0, 0.5, "\n".join(f"{i}. {c}" for i, c in enumerate(rec.captions[:n_captions])),
+                    va="center", fontsize=9, wrap=True)
+    fig.tight_layout()
+    return fig
+
+
+def attribute_frame(index: DatasetIndex) -> pd.DataFrame:
+    """One row per image: split, class and each ground-truth attribute (toy datasets)."""
+    rows = [{"key": r.key, "split": r.split, "class": r.class_name, **(r.attributes or {})}
+            for r in index.records]
+    return pd.DataFrame(rows)
+
+
+def attribute_counts_plot(index: DatasetIndex, attributes: list[str] | None = None) -> plt.Figure:
+    """How often each attribute value occurs among the classes of each split (seaborn)."""
+    if not index.classes or index.classes[0].get("attributes") is None:
+        raise ValueError(f"dataset {index.name} has no ground-truth attributes to plot")
+    frame = pd.DataFrame([{"split": c["split"], **c["attributes"]} for c in index.classes])
+    attributes = attributes or [c for c in frame.columns if c != "split"]
+    cols = 3
+    rows = -(-len(attributes) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.6 * rows), squeeze=False)
+    for ax, attr in zip(axes.flat, attributes):
+        order = frame[attr].value_counts().index
+        sns.countplot(data=frame, y=attr, hue="split", order=order, ax=ax)
+        ax.set_title(attr, fontsize=9)
+        ax.set_xlabel("classes")
+        ax.set_ylabel("")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(attributes):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def mention_counts(index: DatasetIndex) -> pd.Series:
+    """How often each attribute is mentioned by a caption (what the speech will talk about)."""
+    counts: dict[str, int] = {}
+    for r in index.records:
+        for m in r.mentions or ():
+            for attr in m:
+                counts[attr] = counts.get(attr, 0) + 1
+    return pd.Series(counts, name="mentions").sort_values(ascending=False)

@@ -1,0 +1,28 @@
+"""Small display helpers shared by the notebooks."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+
+from .config import STEPS, Config
+
+
+def config_table(cfg: Config, section: str) -> pd.DataFrame:
+    """The keys and values of one config section, as a table."""
+    values = dataclasses.asdict(getattr(cfg, section))
+    return pd.DataFrame({"value": [str(v) for v in values.values()]},
+                        index=pd.Index([f"{section}.{k}" for k in values], name="key"))
+
+
+def status_table(cfg: Config, runs_dir: str | Path | None = None) -> pd.DataFrame:
+    """Status of every step of the profile: done / stale / partial / missing, and why."""
+    from .pipeline import state
+    rows = []
+    for step in STEPS:
+        st = state(step, cfg, runs_dir)
+        m = st.metrics or {}
+        rows.append({"step": step, "status": st.status, "reason": st.reason,
+                     "wall time (s)": m.get("wall_time_s"), "folder": str(st.dir)})
+    return pd.DataFrame(rows).set_index("step")

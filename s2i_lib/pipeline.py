@@ -1,0 +1,87 @@
+"""The pipeline's steps, their order, and the one function that runs a step if it is needed.
+
+``ensure(step, cfg)`` is what the CLI and the notebooks call: it first ensures every earlier step
+(building only what is missing or stale), then runs ``step`` unless its outputs are up to date,
+and returns the step's folder ``runs/<profile>/<step>/``.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Callable
+
+from .artifacts import StepState, run_step, step_state
+from .config import STEPS, Config
+
+# step -> "module:function"; the function is work(cfg, out_dir, inputs) -> figures, where
+# inputs maps every earlier step to its folder. Imported lazily so that `--help` stays instant.
+STEP_FUNCTIONS: dict[str, str] = {
+    "data": "s2i_lib.data.build:build_data_step",
+    "speech": "s2i_lib.speech.pipeline:build_speech_step",
+    "sen": "s2i_lib.sen:train_sen_step",
+    "gan": "s2i_lib.gan:train_gan_step",
+    "eval": "s2i_lib.evaluation:evaluate_step",
+}
+NOT_YET = {"sen": 5, "gan": 6, "eval": 7}  # steps whose issue is still open
+
+
+class StepNotImplemented(RuntimeError):
+    pass
+
+
+def default_runs_dir() -> Path:
+    """``S2I_RUNS_DIR``, else ``runs/`` at the repository root (not the notebook's folder)."""
+    env = os.environ.get("S2I_RUNS_DIR")
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parent.parent
+    return repo / "runs" if (repo / "pyproject.toml").exists() else Path("runs").resolve()
+
+
+def step_dir(step: str, cfg: Config, runs_dir: str | Path | None = None) -> Path:
+    return Path(runs_dir or default_runs_dir()) / cfg.profile / step
+
+
+def _work_function(step: str) -> Callable:
+    target = STEP_FUNCTIONS[step]
+    module_name, func_name = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+        return getattr(module, func_name)
+    except (ImportError, AttributeError) as e:
+        if step in NOT_YET:
+            raise StepNotImplemented(
+                f"step '{step}' is not implemented yet (see issue #{NOT_YET[step]}); "
+                f"the steps that work now are: {', '.join(s for s in STEPS if s not in NOT_YET)}") from e
+        raise
+
+
+def state(step: str, cfg: Config, runs_dir: str | Path | None = None) -> StepState:
+    """What is on disk for ``step`` compared with what ``cfg`` asks for (no work is done)."""
+    upstream = {}
+    for up in STEPS[: STEPS.index(step)]:
+        up_state = state(up, cfg, runs_dir)
+        if up_state.status != "done":
+            return StepState(step, step_dir(step, cfg, runs_dir), "stale" if up_state.metrics else
+                             "missing", f"upstream step '{up}' is {up_state.status}", None)
+        upstream[up] = up_state.metrics["run_id"]
+    return step_state(step_dir(step, cfg, runs_dir), step, cfg.step_hash(step), upstream)
+
+
+def ensure(step: str, cfg: Config, runs_dir: str | Path | None = None, force: bool = False,
+           log: Callable[[str], None] = print) -> Path:
+    """Build ``step`` (and whatever it needs) unless up to date; return its folder."""
+    if step not in STEPS:
+        raise ValueError(f"unknown step {step!r}; expected one of {', '.join(STEPS)}")
+    runs_dir = Path(runs_dir or default_runs_dir())
+    inputs, upstream_runs = {}, {}
+    for up in STEPS[: STEPS.index(step)]:
+        inputs[up] = ensure(up, cfg, runs_dir, force=False, log=log)
+        upstream_runs[up] = step_state(inputs[up], up, cfg.step_hash(up), {}).metrics["run_id"]
+    work = _work_function(step)
+    out = step_dir(step, cfg, runs_dir)
+    section = {"seed": cfg.seed, "device": cfg.device, step: cfg.to_dict()[step]}
+    run_step(out, step, cfg.step_hash(step), section, upstream_runs,
+             work=lambda d: work(cfg, d, inputs), force=force, log=log)
+    return out

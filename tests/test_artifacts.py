@@ -1,0 +1,100 @@
+"""Atomic writes and the step cache: skip when up to date, rebuild when stale, resume partial runs."""
+import json
+
+import pytest
+
+from s2i_lib.artifacts import (METRICS_FILE, atomic_path, atomic_write_json, run_step, stable_hash,
+                               step_state)
+
+
+def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
+    p = tmp_path / "a" / "x.json"
+    atomic_write_json(p, {"v": 1})
+    atomic_write_json(p, {"v": 2})
+    assert json.loads(p.read_text()) == {"v": 2}
+    assert [f.name for f in p.parent.iterdir()] == ["x.json"]
+
+
+def test_failed_atomic_write_keeps_the_old_file(tmp_path):
+    p = tmp_path / "x.txt"
+    p.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(p) as tmp:
+            tmp.write_text("half of the new cont")
+            raise RuntimeError("killed")
+    assert p.read_text() == "old"
+    assert [f.name for f in tmp_path.iterdir()] == ["x.txt"]
+
+
+def test_stable_hash_ignores_key_order():
+    assert stable_hash({"a": 1, "b": [1, 2]}) == stable_hash({"b": [1, 2], "a": 1})
+    assert stable_hash({"a": 1}) != stable_hash({"a": 2})
+
+
+def _work(calls):
+    def work(d):
+        calls.append(d)
+        (d / "out.txt").write_text("result")
+        return {"n": len(calls)}
+    return work
+
+
+def test_run_step_skips_when_up_to_date_and_reruns_on_change_or_force(tmp_path):
+    calls, logs = [], []
+    d = tmp_path / "step"
+    m1 = run_step(d, "s", "h1", {}, {}, _work(calls), log=logs.append)
+    assert len(calls) == 1 and m1["figures"] == {"n": 1} and m1["config_hash"] == "h1"
+    assert {"wall_time_s", "peak_rss_mb", "versions", "run_id"} <= set(m1)
+    assert m1["peak_rss_mb"] > 1 and m1["versions"]["python"]
+    m2 = run_step(d, "s", "h1", {}, {}, _work(calls), log=logs.append)
+    assert len(calls) == 1 and m2["run_id"] == m1["run_id"] and "up to date" in logs[-1]
+    m3 = run_step(d, "s", "h2", {}, {}, _work(calls), log=logs.append)
+    assert len(calls) == 2 and m3["run_id"] != m1["run_id"]
+    assert any("config changed" in line for line in logs)
+    run_step(d, "s", "h2", {}, {}, _work(calls), force=True, log=logs.append)
+    assert len(calls) == 3
+
+
+def test_changed_config_removes_old_outputs(tmp_path):
+    d = tmp_path / "step"
+    run_step(d, "s", "h1", {}, {}, lambda p: {"bytes": (p / "old_only.txt").write_text("x")}, log=print)
+    run_step(d, "s", "h2", {}, {}, lambda p: {}, log=print)
+    assert not (d / "old_only.txt").exists()
+
+
+def test_upstream_rerun_makes_step_stale(tmp_path):
+    d = tmp_path / "step"
+    run_step(d, "s", "h", {}, {"data": "run-a"}, lambda p: {}, log=print)
+    assert step_state(d, "s", "h", {"data": "run-a"}).status == "done"
+    st = step_state(d, "s", "h", {"data": "run-b"})
+    assert st.status == "stale" and "upstream step 'data'" in st.reason
+
+
+def test_interrupted_step_resumes_with_its_finished_files(tmp_path):
+    d = tmp_path / "step"
+
+    def interrupted(p):
+        (p / "part1").write_text("done")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_step(d, "s", "h", {}, {}, interrupted, log=print)
+    assert not (d / METRICS_FILE).exists()
+    assert step_state(d, "s", "h", {}).status == "partial"
+    seen = []
+    run_step(d, "s", "h", {}, {}, lambda p: seen.append((p / "part1").exists()) or {}, log=print)
+    assert seen == [True] and (d / METRICS_FILE).exists()
+
+
+def test_interrupted_step_with_other_config_is_not_resumed(tmp_path):
+    d = tmp_path / "step"
+
+    def interrupted(p):
+        (p / "part1").write_text("x")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_step(d, "s", "h1", {}, {}, interrupted, log=print)
+    seen = []
+    run_step(d, "s", "h2", {}, {}, lambda p: seen.append((p / "part1").exists()) or {}, log=print)
+    assert seen == [False]
