@@ -91,3 +91,24 @@ def mention_counts(index: DatasetIndex) -> pd.Series:
             for attr in m:
                 counts[attr] = counts.get(attr, 0) + 1
     return pd.Series(counts, name="mentions").sort_values(ascending=False)
+
+
+def part_masks_figure(dataset: str, class_id: int, index: int = 0, size: int = 128,
+                      seed: int = 0) -> plt.Figure:
+    """A toy image beside the masks of its coloured parts: the ground truth later metrics use."""
+    from .build import toy_module
+
+    module = toy_module(dataset)
+    cls = module.class_table()[class_id]
+    image, masks = module.render(cls, index, size=size, seed=seed, with_masks=True)
+    parts = [(attr, part) for attr, part in module.COLOR_PARTS.items() if masks[part].any()]
+    fig, axes = plt.subplots(1, len(parts) + 1, figsize=(2.2 * (len(parts) + 1), 2.6))
+    axes[0].imshow(image)
+    axes[0].set_title(cls.name.split(".", 1)[-1].replace("_", " "), fontsize=8)
+    for ax, (attr, part) in zip(axes[1:], parts):
+        ax.imshow(masks[part], cmap="gray")
+        ax.set_title(f"{part}: {cls.attributes[attr]}", fontsize=8)
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
