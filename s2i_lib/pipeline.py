@@ -19,11 +19,11 @@ from .config import STEPS, Config
 STEP_FUNCTIONS: dict[str, str] = {
     "data": "s2i_lib.data.build:build_data_step",
     "speech": "s2i_lib.speech.pipeline:build_speech_step",
-    "sen": "s2i_lib.sen:train_sen_step",
+    "sen": "s2i_lib.sen.training:train_sen_step",
     "gan": "s2i_lib.gan:train_gan_step",
     "eval": "s2i_lib.evaluation:evaluate_step",
 }
-NOT_YET = {"sen": 5, "gan": 6, "eval": 7}  # steps whose issue is still open
+NOT_YET = {"gan": 6, "eval": 7}  # steps whose issue is still open
 
 
 class StepNotImplemented(RuntimeError):
@@ -75,10 +75,12 @@ def ensure(step: str, cfg: Config, runs_dir: str | Path | None = None, force: bo
     if step not in STEPS:
         raise ValueError(f"unknown step {step!r}; expected one of {', '.join(STEPS)}")
     runs_dir = Path(runs_dir or default_runs_dir())
-    inputs, upstream_runs = {}, {}
-    for up in STEPS[: STEPS.index(step)]:
-        inputs[up] = ensure(up, cfg, runs_dir, force=False, log=log)
-        upstream_runs[up] = step_state(inputs[up], up, cfg.step_hash(up), {}).metrics["run_id"]
+    earlier = STEPS[: STEPS.index(step)]
+    if earlier:  # ensuring the previous step ensures every step before it
+        ensure(earlier[-1], cfg, runs_dir, force=False, log=log)
+    inputs = {up: step_dir(up, cfg, runs_dir) for up in earlier}
+    upstream_runs = {up: step_state(inputs[up], up, cfg.step_hash(up), {}).metrics["run_id"]
+                     for up in earlier}
     work = _work_function(step)
     out = step_dir(step, cfg, runs_dir)
     section = {"seed": cfg.seed, "device": cfg.device, step: cfg.to_dict()[step]}

@@ -1,0 +1,123 @@
+"""Tables and plots of a trained SEN for notebook 02."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from ..artifacts import read_json
+from ..data.layout import read_dataset
+from ..speech.features import FeatureStore
+from ..speech.synthesis import read_jsonl
+
+
+def results_table(sen_dir: str | Path) -> pd.DataFrame:
+    """The test-set retrieval metrics: one row per query kind (training voices, held-out, text)."""
+    results = read_json(Path(sen_dir) / "results.json")
+    table = pd.DataFrame(results).T
+    table.columns = [c.replace("speech_to_image", "query→image").replace("image_to_speech", "image→query")
+                     for c in table.columns]
+    return table
+
+
+def plot_training(sen_dir: str | Path) -> plt.Figure:
+    """Loss per epoch and validation class mAP, for the speech model and the text baseline."""
+    figures = read_json(Path(sen_dir) / "metrics.json")["figures"]
+    fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.2))
+    for name in ("speech", "text"):
+        h = figures.get(f"{name}_history")
+        if not h:
+            continue
+        ax_loss.plot(h["epoch"], h["loss"], label=f"{name}: total")
+        ax_loss.plot(h["epoch"], h["matching"], "--", label=f"{name}: matching")
+        ax_val.plot(h["val_epoch"], h["val_class_mAP"], "o-", label=name)
+        ax_val.axvline(h["best_epoch"], ls=":", color=ax_val.lines[-1].get_color())
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="training loss")
+    ax_val.set(xlabel="epoch", ylabel="class mAP", title="validation classes (dotted: kept epoch)")
+    ax_loss.legend(fontsize=7)
+    ax_val.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+class TestEmbeddings:
+    """Speech queries and images of the test split with their embeddings (for the plots below)."""
+
+    def __init__(self, data_dir: str | Path, speech_dir: str | Path, sen_dir: str | Path):
+        self.index = read_dataset(data_dir)
+        self.records = self.index.split("test")
+        self.store = FeatureStore(speech_dir, "test")
+        self.speech = np.load(Path(sen_dir) / "embeddings" / "speech_test.npy")
+        self.images = np.load(Path(sen_dir) / "embeddings" / "image_test.npy")
+        position = {r.key: i for i, r in enumerate(self.records)}
+        self.image_of_query = np.array([position[k] for k in self.store.keys])
+        self.class_of_image = np.array([r.class_id for r in self.records])
+        wav = {row["id"]: row["path"] for row in read_jsonl(Path(speech_dir) / "manifest.jsonl")}
+        self.wav_paths = [Path(speech_dir) / wav[u] for u in self.store.ids]
+
+    def caption(self, q: int) -> str:
+        return self.records[self.image_of_query[q]].captions[int(self.store.caption_index[q])]
+
+    def top_k(self, q: int, k: int = 5) -> np.ndarray:
+        return np.argsort(-(self.images @ self.speech[q]), kind="stable")[:k]
+
+
+def plot_query(emb: TestEmbeddings, q: int, k: int = 5) -> plt.Figure:
+    """A spoken query, the image it was said about, and the k images the SEN retrieves for it."""
+    top = emb.top_k(q, k)
+    fig, axes = plt.subplots(1, k + 1, figsize=(1.9 * (k + 1), 2.4))
+    truth = emb.image_of_query[q]
+    panels = [(truth, "said about")] + [(i, f"#{n + 1}") for n, i in enumerate(top)]
+    for ax, (i, title) in zip(axes, panels):
+        ax.imshow(emb.index.load_image(emb.records[i].key))
+        same = emb.class_of_image[i] == emb.class_of_image[truth]
+        ax.set_title(title + (" (same class)" if title.startswith("#") and same else ""), fontsize=8,
+                     color="green" if same else "black")
+        ax.axis("off")
+    fig.suptitle(f'"{emb.caption(q)}" ({emb.store.voices[q]})', fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_projection(emb: TestEmbeddings, n_classes: int = 10) -> plt.Figure:
+    """Speech and image embeddings of some test classes, projected on their first two principal
+    components (PCA): same colour = same class; dots = speech, crosses = images."""
+    classes = np.unique(emb.class_of_image)[:n_classes]
+    q_mask = np.isin(emb.class_of_image[emb.image_of_query], classes)
+    i_mask = np.isin(emb.class_of_image, classes)
+    points = np.concatenate([emb.speech[q_mask], emb.images[i_mask]])
+    centred = points - points.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    xy = centred @ vt[:2].T
+    n_q = int(q_mask.sum())
+    frame = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1],
+                          "class": np.concatenate([emb.class_of_image[emb.image_of_query][q_mask],
+                                                   emb.class_of_image[i_mask]]).astype(str),
+                          "kind": ["speech"] * n_q + ["image"] * int(i_mask.sum())})
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    sns.scatterplot(data=frame, x="x", y="y", hue="class", style="kind", markers={"speech": "o", "image": "X"},
+                    s=40, alpha=0.75, ax=ax, legend="brief")
+    ax.set(title="test embeddings, first two principal components", xlabel="PC 1", ylabel="PC 2")
+    ax.legend(fontsize=6, ncol=2, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+def plot_similarity(emb: TestEmbeddings, n_images: int = 30) -> plt.Figure:
+    """Cosine similarity of test images (rows) and the first-voice spoken captions about them
+    (columns), sorted by class: a block diagonal means the SEN groups classes."""
+    first_voice = np.flatnonzero(~emb.store.heldout)
+    images = np.arange(min(n_images, len(emb.images)))
+    queries = first_voice[np.isin(emb.image_of_query[first_voice], images)]
+    queries = queries[np.argsort(emb.image_of_query[queries], kind="stable")]
+    sims = emb.images[images] @ emb.speech[queries].T
+    fig, ax = plt.subplots(figsize=(7, 5))
+    sns.heatmap(sims, cmap="viridis", ax=ax, xticklabels=False, yticklabels=False,
+                cbar_kws={"label": "cosine similarity"})
+    ax.set(xlabel="spoken captions (grouped by image)", ylabel="images",
+           title="image-speech similarity on unseen classes")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,381 @@
+"""The ``sen`` step: train the speech embedding network, select it on validation classes, export
+embeddings, and evaluate retrieval on the unseen test classes (reference sections 4 and 5).
+
+Differences from the original, on purpose:
+- model selection uses **validation classes carved from the training classes**; the original
+  selected on the test classes, which makes its test numbers optimistic;
+- the frozen backbone's features are computed once per image for a fixed set of augmented views
+  and cached; an epoch draws one view per image instead of running the backbone on a fresh crop;
+- the attention pooling masks padded frames (see ``speech_encoder.py``).
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from ..artifacts import atomic_path, atomic_write_json, read_json
+from ..config import Config, SenConfig
+from ..data.layout import DatasetIndex, ImageRecord, read_dataset
+from ..data.torch_datasets import image_cache
+from ..device import select_device
+from ..speech.features import FeatureStore, pad_collate
+from .backbones import backbone_spec, cache_backbone_features
+from .image_encoder import ImageEncoder
+from .losses import distinctive_loss, make_classifier, matching_loss
+from .retrieval import (attribute_precision_at_k, class_map, class_map_one_query_per_class,
+                        recall_at_k)
+from .speech_encoder import MIN_FRAMES, SpeechEncoder
+
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+
+
+# ------------------------------------------------------------------------------------ queries
+@dataclass
+class Queries:
+    """Spoken (or written) captions of a set of images: what the query encoder embeds.
+
+    ``image_pos[q]`` is the position of query q's image in the image list it goes with;
+    ``fetch(qs)`` returns the encoder input of those queries as ``(padded, lengths)``.
+    """
+    image_pos: np.ndarray
+    caption_index: np.ndarray
+    heldout: np.ndarray
+    voices: list[str]
+    fetch: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]]
+
+    def subset(self, mask: np.ndarray) -> "Queries":
+        rows = np.flatnonzero(mask)
+        return Queries(self.image_pos[rows], self.caption_index[rows], self.heldout[rows],
+                       [self.voices[r] for r in rows], lambda qs: self.fetch(rows[qs]))
+
+
+def speech_queries(store: FeatureStore, position_of_key: dict[str, int]) -> Queries:
+    rows = np.array([i for i, k in enumerate(store.keys) if k in position_of_key], dtype=np.int64)
+
+    def fetch(qs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return pad_collate([store[int(rows[q])] for q in qs])
+
+    return Queries(np.array([position_of_key[store.keys[r]] for r in rows], dtype=np.int64),
+                   store.caption_index[rows], store.heldout[rows], [store.voices[r] for r in rows], fetch)
+
+
+# Written captions for the text baseline: lower-case letters and a little punctuation.
+TEXT_ALPHABET = " abcdefghijklmnopqrstuvwxyz',.-"
+
+
+def encode_text(text: str) -> torch.Tensor:
+    """Character ids (0 = padding, 1 = unknown); padded with spaces to the encoder's minimum."""
+    ids = [TEXT_ALPHABET.find(ch) + 2 if ch in TEXT_ALPHABET else 1 for ch in text.lower()]
+    ids += [2] * max(0, MIN_FRAMES - len(ids))
+    return torch.tensor(ids, dtype=torch.int64)
+
+
+def text_queries(records: list[ImageRecord], captions_per_image: int) -> Queries:
+    """One query per written caption that is also spoken (the same captions as the speech)."""
+    pos, cap, texts = [], [], []
+    for i, r in enumerate(records):
+        for c in range(min(captions_per_image, len(r.captions))):
+            pos.append(i), cap.append(c), texts.append(encode_text(r.captions[c]))
+
+    def fetch(qs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        seqs = [texts[int(q)] for q in qs]
+        lengths = torch.tensor([len(s) for s in seqs])
+        return torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True), lengths
+
+    n = len(pos)
+    return Queries(np.array(pos), np.array(cap), np.zeros(n, bool), ["text"] * n, fetch)
+
+
+class TextEncoder(nn.Module):
+    """The text baseline: character embeddings fed to the same network as the speech."""
+
+    def __init__(self, cfg: SenConfig, width: int = 40):
+        super().__init__()
+        self.embed = nn.Embedding(len(TEXT_ALPHABET) + 2, width, padding_idx=0)
+        self.encoder = SpeechEncoder.from_config(cfg, n_mels=width)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self.embed(ids), lengths)
+
+
+# ------------------------------------------------------------------------------------- model
+class SenModel(nn.Module):
+    """Query encoder (speech or text) + image projection + the shared class head."""
+
+    def __init__(self, query_encoder: nn.Module, feat_dim: int, cfg: SenConfig, n_classes: int):
+        super().__init__()
+        self.query_encoder = query_encoder
+        self.image_encoder = ImageEncoder(feat_dim, cfg.embed_dim)
+        self.classifier = make_classifier(cfg.embed_dim, n_classes)
+
+
+def validation_classes(train_class_ids: list[int], fraction: float, seed: int) -> list[int]:
+    """Training classes held out for model selection (unseen in training, like the test classes)."""
+    classes = sorted(set(train_class_ids))
+    n_val = max(1, round(fraction * len(classes)))
+    if len(classes) - n_val < 2:
+        raise ValueError(f"{len(classes)} training classes are too few to carve {n_val} validation "
+                         f"class(es) and keep 2 for training; use more classes or a smaller "
+                         f"sen.val_fraction")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5A1]))
+    return sorted(int(c) for c in rng.choice(classes, size=n_val, replace=False))
+
+
+@torch.no_grad()
+def embed_queries(encoder: nn.Module, queries: Queries, batch_size: int, device: torch.device) -> np.ndarray:
+    """Embeddings of every query, in query order (eval mode: BN running statistics)."""
+    encoder.eval()
+    n = len(queries.image_pos)
+    chunks = []
+    for start in range(0, n, batch_size):
+        x, lengths = queries.fetch(np.arange(start, min(n, start + batch_size)))
+        chunks.append(encoder(x.to(device), lengths).cpu().numpy())
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+
+@torch.no_grad()
+def embed_images(image_encoder: ImageEncoder, features: np.ndarray, device: torch.device) -> np.ndarray:
+    """Embeddings of the centre view (view 0) of every image."""
+    image_encoder.eval()
+    x = torch.from_numpy(np.ascontiguousarray(features[:, 0], dtype=np.float32)).to(device)
+    return image_encoder(x).cpu().numpy()
+
+
+def retrieval_figures(sp: np.ndarray, queries: Queries, img: np.ndarray, records: list[ImageRecord],
+                      k: int = 10) -> dict:
+    """Every retrieval figure of a set of queries against its images."""
+    img_class = np.array([r.class_id for r in records])
+    sp_class = img_class[queries.image_pos]
+    figures = recall_at_k(sp, img, queries.image_pos)
+    figures["class_mAP_all_queries"] = class_map(sp, sp_class, img, img_class)
+    first = queries.caption_index == queries.caption_index.min()
+    # the reference: one query per class, the caption-0 utterance of the first image of the class
+    figures["class_mAP_one_query_per_class"] = class_map_one_query_per_class(
+        sp[first], sp_class[first], img, img_class)
+    if records and records[0].mentions is not None:
+        mentions = [records[p].mentions[c] for p, c in zip(queries.image_pos, queries.caption_index)]
+        figures[f"attribute_precision@{k}"] = attribute_precision_at_k(
+            sp, mentions, img, [r.attributes for r in records], k=k)
+    figures["queries"] = int(len(sp))
+    return {k_: round(float(v), 4) if isinstance(v, float) else v for k_, v in figures.items()}
+
+
+# ---------------------------------------------------------------------------------- training
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+def train_sen_model(model: SenModel, train_q: Queries, train_feats: np.ndarray, train_labels: np.ndarray,
+                    train_class: np.ndarray, val_q: Queries, val_feats: np.ndarray,
+                    val_records: list[ImageRecord], cfg: SenConfig, out_dir: Path, tag: str,
+                    device: torch.device, seed: int) -> dict:
+    """Train ``model``, keep the best epoch on the validation classes, resume from a checkpoint.
+
+    An epoch is one pass over the training images with one random caption (and voice) and one
+    random cached view per image, as in the reference. Returns the training history.
+    """
+    ckpt_path, best_path = out_dir / f"{tag}_{CHECKPOINT}", out_dir / f"{tag}_{BEST}"
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    history: dict = {"epoch": [], "loss": [], "matching": [], "distinctive": [], "lr": [],
+                     "val_epoch": [], "val_class_mAP": [], "val_R@10": []}
+    start_epoch, best = 0, {"score": -math.inf, "epoch": -1}
+    torch.manual_seed(seed), np.random.seed(seed), random.seed(seed)
+    if ckpt_path.exists():  # resume where an interrupted run stopped
+        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
+        _set_rng_state(state["rng"])
+        print(f"[sen/{tag}] resuming at epoch {start_epoch + 1}/{cfg.epochs}")
+
+    queries_of_image = [[] for _ in range(len(train_feats))]
+    for q, p in enumerate(train_q.image_pos):
+        queries_of_image[p].append(q)
+    has_query = np.array([len(q) > 0 for q in queries_of_image])
+    images = np.flatnonzero(has_query)
+    n_views = train_feats.shape[1]
+    labels = torch.from_numpy(train_labels)
+    classes = torch.from_numpy(train_class)
+    eval_every = max(1, cfg.epochs // 10)
+
+    bar = tqdm(range(start_epoch, cfg.epochs), desc=f"SEN ({tag})", initial=start_epoch, total=cfg.epochs)
+    for epoch in bar:
+        lr = cfg.lr * 0.1 ** (epoch // cfg.lr_decay_every)   # step decay, epochs counted from 0
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        model.train()
+        perm = np.random.permutation(images)
+        sums = np.zeros(3)
+        steps = 0
+        for start in range(0, len(perm) - cfg.batch_size + 1, cfg.batch_size):  # drop_last
+            batch = perm[start:start + cfg.batch_size]
+            qs = np.array([random.choice(queries_of_image[i]) for i in batch])
+            views = np.random.randint(0, n_views, size=len(batch))
+            x, lengths = train_q.fetch(qs)
+            feats = torch.from_numpy(np.asarray(train_feats[batch, views], dtype=np.float32)).to(device)
+            sp = model.query_encoder(x.to(device), lengths)
+            im = model.image_encoder(feats)
+            l_match = matching_loss(im, sp, classes[batch].to(device), cfg.gamma)
+            l_dist = (distinctive_loss(model.classifier, im, sp, labels[batch].to(device))
+                      if cfg.distinctive_loss else torch.zeros((), device=device))
+            loss = l_match + l_dist
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"SEN ({tag}) loss became {loss.item()} at epoch {epoch + 1}; "
+                                         f"the last good checkpoint {ckpt_path} is kept; lower sen.lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            sums += (loss.item(), l_match.item(), l_dist.item())
+            steps += 1
+        if steps == 0:
+            raise ValueError(f"sen.batch_size={cfg.batch_size} is larger than the "
+                             f"{len(images)} training images: no full batch")
+        mean = sums / steps
+        for key, v in zip(("loss", "matching", "distinctive"), mean):
+            history[key].append(round(float(v), 5))
+        history["epoch"].append(epoch + 1)
+        history["lr"].append(lr)
+        bar.set_postfix(loss=f"{mean[0]:.3f}")
+        if (epoch + 1) % eval_every == 0 or epoch + 1 == cfg.epochs:
+            sp = embed_queries(model.query_encoder, val_q, 256, device)
+            im = embed_images(model.image_encoder, val_feats, device)
+            fig = retrieval_figures(sp, val_q, im, val_records)
+            score = fig["class_mAP_all_queries"]
+            history["val_epoch"].append(epoch + 1)
+            history["val_class_mAP"].append(score)
+            history["val_R@10"].append(fig["speech_to_image_R@10"])
+            if score > best["score"]:
+                best = {"score": score, "epoch": epoch + 1}
+                with atomic_path(best_path) as tmp:
+                    torch.save(model.state_dict(), tmp)
+        with atomic_path(ckpt_path) as tmp:
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "epoch": epoch, "best": best, "history": history, "rng": _rng_state()}, tmp)
+    model.load_state_dict(torch.load(best_path, map_location=device))
+    history["best_epoch"], history["best_val_class_mAP"] = best["epoch"], best["score"]
+    return history
+
+
+# -------------------------------------------------------------------------------------- step
+def backbone_features(index: DatasetIndex, split: str, cfg: Config) -> np.ndarray:
+    """Cached backbone features (N, views, D) of a split's images, kept beside the dataset: they
+    depend only on the images and the backbone, so a new SEN configuration reuses them."""
+    images = image_cache(index, split, cfg.data.image_size)
+    name = cfg.sen.backbone
+    path = index.root / "cache" / f"features_{name}_{split}_{cfg.data.image_size}_{cfg.sen.feature_views}v.npy"
+    return cache_backbone_features(name, images, cfg.sen.feature_views, cfg.seed, path,
+                                   weights_path=cfg.sen.backbone_weights)
+
+
+def train_sen_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
+    """Work function of the ``sen`` step (see ``s2i_lib.pipeline``)."""
+    device = select_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    index = read_dataset(inputs["data"])
+    train_all, test = index.split("train"), index.split("test")
+    val_classes = set(validation_classes([r.class_id for r in train_all], cfg.sen.val_fraction, cfg.seed))
+    train = [r for r in train_all if r.class_id not in val_classes]
+    val = [r for r in train_all if r.class_id in val_classes]
+    atomic_write_json(out_dir / "val_classes.json", sorted(val_classes))
+
+    t0 = time.perf_counter()
+    feats_train_all = backbone_features(index, "train", cfg)
+    feats_test = np.asarray(backbone_features(index, "test", cfg))
+    feature_time = time.perf_counter() - t0
+    pos_all = {r.key: i for i, r in enumerate(train_all)}
+    train_rows = np.array([pos_all[r.key] for r in train])
+    val_rows = np.array([pos_all[r.key] for r in val])
+    feats_train = np.asarray(feats_train_all[train_rows])
+    feats_val = np.asarray(feats_train_all[val_rows])
+
+    store_train, store_test = FeatureStore(inputs["speech"], "train"), FeatureStore(inputs["speech"], "test")
+    q_train = speech_queries(store_train, {r.key: i for i, r in enumerate(train)})
+    q_val = speech_queries(store_train, {r.key: i for i, r in enumerate(val)})
+    q_test = speech_queries(store_test, {r.key: i for i, r in enumerate(test)})
+
+    label_of = {c: i for i, c in enumerate(sorted({r.class_id for r in train}))}
+    labels = np.array([label_of[r.class_id] for r in train])
+    raw_class = np.array([r.class_id for r in train])
+    feat_dim = backbone_spec(cfg.sen.backbone).feat_dim
+
+    # speech
+    t1 = time.perf_counter()
+    speech_model = SenModel(SpeechEncoder.from_config(cfg.sen, store_train.n_mels), feat_dim, cfg.sen,
+                            len(label_of)).to(device)
+    history = train_sen_model(speech_model, q_train, feats_train, labels, raw_class, q_val, feats_val,
+                              val, cfg.sen, out_dir, "speech", device, cfg.seed)
+    speech_time = time.perf_counter() - t1
+    figures: dict = {"device": str(device), "backbone": cfg.sen.backbone,
+                     "feature_cache_time_s": round(feature_time, 1),
+                     "speech_train_time_s": round(speech_time, 1),
+                     "images": {"train": len(train), "val": len(val), "test": len(test)},
+                     "val_classes": len(val_classes), "speech_history": history}
+
+    img_test = embed_images(speech_model.image_encoder, feats_test, device)
+    sp_test = embed_queries(speech_model.query_encoder, q_test, 256, device)
+    seen, held = ~q_test.heldout, q_test.heldout
+    results = {"speech (training voices)": retrieval_figures(sp_test[seen], q_test.subset(seen), img_test, test)}
+    if held.any():
+        results["speech (held-out voices)"] = retrieval_figures(sp_test[held], q_test.subset(held), img_test, test)
+
+    # export: embeddings in FeatureStore row order, per data split, and the trained encoders
+    emb_dir = out_dir / "embeddings"
+    for split, store, records in (("train", store_train, train_all), ("test", store_test, test)):
+        q_all = speech_queries(store, {r.key: i for i, r in enumerate(records)})
+        _save_npy(emb_dir / f"speech_{split}.npy", embed_queries(speech_model.query_encoder, q_all, 256, device))
+        feats = feats_train_all if split == "train" else feats_test
+        _save_npy(emb_dir / f"image_{split}.npy", embed_images(speech_model.image_encoder, np.asarray(feats), device))
+    with atomic_path(out_dir / "speech_encoder.pt") as tmp:
+        torch.save({"state_dict": speech_model.query_encoder.state_dict(), "sen": cfg.to_dict()["sen"],
+                    "n_mels": store_train.n_mels}, tmp)
+    with atomic_path(out_dir / "image_encoder.pt") as tmp:
+        torch.save({"state_dict": speech_model.image_encoder.state_dict(), "backbone": cfg.sen.backbone,
+                    "feat_dim": feat_dim, "embed_dim": cfg.sen.embed_dim}, tmp)
+
+    # text baseline: the same network and losses on the written captions
+    if cfg.sen.text_baseline:
+        t2 = time.perf_counter()
+        n_cap = cfg.speech.captions_per_image
+        text_model = SenModel(TextEncoder(cfg.sen), feat_dim, cfg.sen, len(label_of)).to(device)
+        figures["text_history"] = train_sen_model(
+            text_model, text_queries(train, n_cap), feats_train, labels, raw_class,
+            text_queries(val, n_cap), feats_val, val, cfg.sen, out_dir, "text", device, cfg.seed)
+        figures["text_train_time_s"] = round(time.perf_counter() - t2, 1)
+        q_text = text_queries(test, n_cap)
+        results["text"] = retrieval_figures(embed_queries(text_model.query_encoder, q_text, 256, device), q_text,
+                                            embed_images(text_model.image_encoder, feats_test, device), test)
+        for split, records in (("train", train_all), ("test", test)):
+            q = text_queries(records, n_cap)
+            _save_npy(emb_dir / f"text_{split}.npy", embed_queries(text_model.query_encoder, q, 256, device))
+        with atomic_path(out_dir / "text_encoder.pt") as tmp:
+            torch.save({"state_dict": text_model.query_encoder.state_dict(), "sen": cfg.to_dict()["sen"]}, tmp)
+    figures["test"] = results
+    atomic_write_json(out_dir / "results.json", results)
+    return figures
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        np.save(tmp, array.astype(np.float32))
+
+
+def load_results(sen_dir: str | Path) -> dict:
+    """The test-set retrieval table written by the step."""
+    return read_json(Path(sen_dir) / "results.json")
