@@ -10,6 +10,7 @@ Differences from the original, on purpose:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -28,7 +29,7 @@ from ..data.layout import DatasetIndex, ImageRecord, read_dataset
 from ..data.torch_datasets import image_cache
 from ..device import select_device
 from ..speech.features import FeatureStore, pad_collate
-from .backbones import backbone_spec, cache_backbone_features
+from .backbones import backbone_spec, cache_backbone_features, load_backbone
 from .image_encoder import ImageEncoder
 from .losses import distinctive_loss, make_classifier, matching_loss
 from .retrieval import (attribute_precision_at_k, class_map, class_map_one_query_per_class,
@@ -51,12 +52,13 @@ class Queries:
     caption_index: np.ndarray
     heldout: np.ndarray
     voices: list[str]
+    lengths: np.ndarray
     fetch: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]]
 
     def subset(self, mask: np.ndarray) -> "Queries":
         rows = np.flatnonzero(mask)
         return Queries(self.image_pos[rows], self.caption_index[rows], self.heldout[rows],
-                       [self.voices[r] for r in rows], lambda qs: self.fetch(rows[qs]))
+                       [self.voices[r] for r in rows], self.lengths[rows], lambda qs: self.fetch(rows[qs]))
 
 
 def speech_queries(store: FeatureStore, position_of_key: dict[str, int]) -> Queries:
@@ -66,7 +68,8 @@ def speech_queries(store: FeatureStore, position_of_key: dict[str, int]) -> Quer
         return pad_collate([store[int(rows[q])] for q in qs])
 
     return Queries(np.array([position_of_key[store.keys[r]] for r in rows], dtype=np.int64),
-                   store.caption_index[rows], store.heldout[rows], [store.voices[r] for r in rows], fetch)
+                   store.caption_index[rows], store.heldout[rows], [store.voices[r] for r in rows],
+                   store.lengths[rows], fetch)
 
 
 # Written captions for the text baseline: lower-case letters and a little punctuation.
@@ -93,7 +96,8 @@ def text_queries(records: list[ImageRecord], captions_per_image: int) -> Queries
         return torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True), lengths
 
     n = len(pos)
-    return Queries(np.array(pos), np.array(cap), np.zeros(n, bool), ["text"] * n, fetch)
+    return Queries(np.array(pos), np.array(cap), np.zeros(n, bool), ["text"] * n,
+                   np.array([len(t) for t in texts]), fetch)
 
 
 class TextEncoder(nn.Module):
@@ -136,11 +140,16 @@ def embed_queries(encoder: nn.Module, queries: Queries, batch_size: int, device:
     """Embeddings of every query, in query order (eval mode: BN running statistics)."""
     encoder.eval()
     n = len(queries.image_pos)
-    chunks = []
+    order = np.argsort(queries.lengths, kind="stable")   # similar lengths together: less padding
+    out = None
     for start in range(0, n, batch_size):
-        x, lengths = queries.fetch(np.arange(start, min(n, start + batch_size)))
-        chunks.append(encoder(x.to(device), lengths).cpu().numpy())
-    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+        qs = order[start:start + batch_size]
+        x, lengths = queries.fetch(qs)
+        e = encoder(x.to(device), lengths).cpu().numpy()
+        if out is None:
+            out = np.empty((n, e.shape[1]), np.float32)
+        out[qs] = e
+    return out if out is not None else np.zeros((0, 0), np.float32)
 
 
 @torch.no_grad()
@@ -221,12 +230,17 @@ def train_sen_model(model: SenModel, train_q: Queries, train_feats: np.ndarray, 
         for g in optimizer.param_groups:
             g["lr"] = lr
         model.train()
-        perm = np.random.permutation(images)
+        # one random caption (and voice) per image; batches of similar length (less padding, a
+        # GRU step costs the padded length), in random order
+        chosen = np.array([random.choice(queries_of_image[i]) for i in images])
+        order = np.argsort(train_q.lengths[chosen] + np.random.rand(len(chosen)), kind="stable")
+        n_batches = len(order) // cfg.batch_size                             # drop_last
+        batches = np.random.permutation(n_batches)
         sums = np.zeros(3)
         steps = 0
-        for start in range(0, len(perm) - cfg.batch_size + 1, cfg.batch_size):  # drop_last
-            batch = perm[start:start + cfg.batch_size]
-            qs = np.array([random.choice(queries_of_image[i]) for i in batch])
+        for b in batches:
+            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            batch, qs = images[idx], chosen[idx]
             views = np.random.randint(0, n_views, size=len(batch))
             x, lengths = train_q.fetch(qs)
             feats = torch.from_numpy(np.asarray(train_feats[batch, views], dtype=np.float32)).to(device)
@@ -274,14 +288,23 @@ def train_sen_model(model: SenModel, train_q: Queries, train_feats: np.ndarray, 
 
 
 # -------------------------------------------------------------------------------------- step
+def load_configured_backbone(cfg: SenConfig):
+    """The frozen backbone of ``cfg``, resizing its input to ``cfg.backbone_input_size`` if set."""
+    backbone = load_backbone(cfg.backbone, cfg.backbone_weights)
+    if cfg.backbone_input_size is not None:
+        backbone.spec = dataclasses.replace(backbone.spec, input_size=cfg.backbone_input_size)
+    return backbone
+
+
 def backbone_features(index: DatasetIndex, split: str, cfg: Config) -> np.ndarray:
     """Cached backbone features (N, views, D) of a split's images, kept beside the dataset: they
     depend only on the images and the backbone, so a new SEN configuration reuses them."""
     images = image_cache(index, split, cfg.data.image_size)
-    name = cfg.sen.backbone
-    path = index.root / "cache" / f"features_{name}_{split}_{cfg.data.image_size}_{cfg.sen.feature_views}v.npy"
-    return cache_backbone_features(name, images, cfg.sen.feature_views, cfg.seed, path,
-                                   weights_path=cfg.sen.backbone_weights)
+    s = cfg.sen
+    backbone = load_configured_backbone(s)
+    path = index.root / "cache" / (f"features_{s.backbone}{backbone.spec.input_size}_{split}_"
+                                   f"{cfg.data.image_size}_{s.feature_views}v.npy")
+    return cache_backbone_features(s.backbone, images, s.feature_views, cfg.seed, path, backbone=backbone)
 
 
 def train_sen_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
@@ -347,6 +370,7 @@ def train_sen_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
                     "n_mels": store_train.n_mels}, tmp)
     with atomic_path(out_dir / "image_encoder.pt") as tmp:
         torch.save({"state_dict": speech_model.image_encoder.state_dict(), "backbone": cfg.sen.backbone,
+                    "backbone_input_size": cfg.sen.backbone_input_size,
                     "feat_dim": feat_dim, "embed_dim": cfg.sen.embed_dim}, tmp)
 
     # text baseline: the same network and losses on the written captions
