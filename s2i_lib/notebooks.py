@@ -77,6 +77,8 @@ def write_summary(profile: str, path: Path, runs_dir: Path | None = None,
 def _short(v: object) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
+    if isinstance(v, list):  # curves and histories: their length, not their values
+        return f"[{len(v)} values]"
     if isinstance(v, dict):
         return "{" + ", ".join(f"{k}: {_short(x)}" for k, x in list(v.items())[:6]) + \
                (", ..." if len(v) > 6 else "") + "}"
