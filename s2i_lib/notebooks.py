@@ -1,6 +1,7 @@
 """Run the course notebooks headless (papermill) and summarise every step's ``metrics.json``."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,9 @@ def run_notebooks(profile: str, overrides: list[str], output_dir: Path,
     """Execute the notebooks in order into ``output_dir/notebooks``; stop at the first failure."""
     import papermill as pm
 
+    # the kernels inherit this environment: text progress lines instead of silent widgets
+    os.environ.setdefault("S2I_TEXT_PROGRESS", "1")
+    os.environ.setdefault("TQDM_MININTERVAL", "5")
     output_dir = Path(output_dir).resolve()
     (output_dir / "notebooks").mkdir(parents=True, exist_ok=True)
     params = {"profile": profile, "overrides": _as_dict(overrides)}

@@ -10,7 +10,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from types import ModuleType
 
-from tqdm.auto import tqdm
+from ..progress import tqdm
 
 from ..config import Config
 from .layout import ImageRecord, read_dataset, write_captions, write_image, write_index

@@ -38,7 +38,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Callable
 
 from PIL import Image
-from tqdm.auto import tqdm
+from ..progress import tqdm
 
 from .layout import ImageRecord, write_captions, write_image, write_index
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
+from ..progress import tqdm
 
 from ..artifacts import atomic_path
 from .layout import DatasetIndex, read_dataset

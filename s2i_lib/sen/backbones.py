@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from ..progress import tqdm
 
 from ..artifacts import atomic_path, atomic_write_json, read_json, stable_hash
 

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
+from ..progress import tqdm
 
 from ..artifacts import atomic_path, atomic_write_json, read_json
 from ..config import Config, SenConfig

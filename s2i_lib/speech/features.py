@@ -222,7 +222,7 @@ def build_feature_store(step_dir: str | Path, manifest: Sequence[dict], speech_c
     the work stays in this process: starting worker processes (each imports torch) would cost
     more than it saves.
     """
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
     step_dir = Path(step_dir)
     out = step_dir / FEATURES_DIR
     out.mkdir(parents=True, exist_ok=True)

@@ -359,7 +359,7 @@ def synthesize_plan(plan: Sequence[Utterance], out_dir: str | Path, speech_cfg: 
                     workers: int | None = None, progress: bool = True) -> SynthesisResult:
     """Synthesize every planned utterance whose WAV is not there yet; write the manifest."""
     import soundfile as sf
-    from tqdm.auto import tqdm
+    from ..progress import tqdm
 
     out_dir = Path(out_dir)
     checks = AudioChecks.from_config(speech_cfg)
