@@ -1,0 +1,50 @@
+"""Conditioning augmentation (CA; ``CA_NET`` in the original, reference section 6.1).
+
+The speech embedding is mapped to a Gaussian ``N(mu, diag(exp(logvar)))`` and the generator is
+conditioned on a sample ``c`` of it, so that a few thousand embeddings cover a smooth region of
+condition space; a KL term keeps the Gaussian near ``N(0, I)``. The discriminators see ``mu``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from .blocks import GLU
+
+
+class ConditioningAugmentation(nn.Module):
+    """``Linear(embed_dim -> 4 * cond_dim, bias)`` -> GLU -> ``mu``, ``logvar`` (``cond_dim`` each);
+    ``c = mu + exp(logvar / 2) * eps``.
+
+    ``forward(embedding, eps=None) -> (c, mu, logvar)``. ``eps`` may be given (the trainer draws it
+    from its own generator so that runs are reproducible and DDP ranks get their own slice);
+    otherwise it is drawn with ``torch.randn``. The original samples at test time too, and so does
+    this module (no train/eval difference).
+    """
+
+    def __init__(self, embed_dim: int, cond_dim: int):
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.cond_dim = cond_dim
+        self.fc = nn.Linear(embed_dim, cond_dim * 4, bias=True)
+        self.glu = GLU()
+
+    def encode(self, embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.glu(self.fc(embedding))
+        return x[:, : self.cond_dim], x[:, self.cond_dim:]
+
+    def forward(self, embedding: torch.Tensor, eps: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if embedding.dim() != 2 or embedding.shape[1] != self.embed_dim:
+            raise ValueError(f"expected embeddings (B, {self.embed_dim}), got {tuple(embedding.shape)}")
+        mu, logvar = self.encode(embedding)
+        if eps is None:
+            eps = torch.randn_like(mu)
+        c = mu + torch.exp(0.5 * logvar) * eps.to(mu.dtype)
+        return c, mu, logvar
+
+
+def kl_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """``-0.5 * mean(1 + logvar - mu^2 - exp(logvar))``: a mean over batch x cond_dim, as coded
+    (the paper's KL would be a sum over dimensions; the coefficient 2.0 was tuned for the mean)."""
+    return -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
