@@ -389,12 +389,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in (a for a in args if a is not type(None)):
             try:
                 return _coerce(arg, value, key)
-            except ConfigError as e:
-                errors.append(str(e))
+            except ConfigError:
+                pass
         _fail(key, value, f"has the wrong type; expected {_type_name(tp)}")
     if origin is Literal:
         _check(value in args, key, value, f"must be one of {', '.join(map(repr, args))}")

@@ -194,7 +194,7 @@ def test_frozen_feature_extractor_stays_frozen_and_passes_gradients():
 def test_sampler_draws_wrong_from_other_classes_and_similar_from_the_same_class():
     data = synthetic_training_set(20, [16, 32, 64], 8, n_classes=3, seed=1)
     s = GanBatchSampler(data, batch_size=10, z_dim=4, cond_dim=3, seed=0)
-    seen_wrong, seen_epochs = set(), set()
+    seen_epochs = set()
     for _ in range(30):
         idx = s.permutation[s.position * 10:(s.position + 1) * 10] if s.position < 2 else None
         b = s.next_batch()

@@ -159,7 +159,7 @@ def test_bad_captions_and_silent_output_never_stop_the_batch(tmp_path, monkeypat
 
     monkeypatch.setattr(tts.ESpeakSynthesizer, "_synthesize", sometimes_silent)
     out = tmp_path / "speech"
-    result = synthesize_plan(plan, out, cfg.speech, workers=1, progress=False)
+    synthesize_plan(plan, out, cfg.speech, workers=1, progress=False)
     errors = read_jsonl(out / "errors.jsonl")
     manifest = read_jsonl(out / "manifest.jsonl")
     reasons = Counter(e["reason"] for e in errors)

@@ -54,6 +54,8 @@ class ImageCaptionDataset(Dataset):
     Each item is a dict: ``images`` (a list of float tensors in [-1, 1], one per entry of
     ``sizes``, all views of the same crop), ``class_id``, ``caption_index`` (uniform over the
     image's captions when ``random_caption``, else 0, as in the reference), ``index``.
+    The augmentation comes from one seeded generator, so it is reproducible in one process; with
+    DataLoader workers each worker gets a copy of it: reseed it in a ``worker_init_fn``.
     """
 
     def __init__(self, root: str | Path | DatasetIndex, split: str, sizes: tuple[int, ...] = (64,),

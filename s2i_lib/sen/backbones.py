@@ -35,7 +35,6 @@ it to the range its weights were trained with:
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import warnings

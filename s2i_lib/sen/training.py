@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from ..progress import tqdm
 
-from ..artifacts import atomic_path, atomic_write_json, read_json
+from ..artifacts import atomic_path, atomic_write_json
 from ..config import Config, SenConfig
 from ..data.layout import DatasetIndex, ImageRecord, read_dataset
 from ..data.torch_datasets import image_cache
@@ -399,7 +399,3 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         np.save(tmp, array.astype(np.float32))
 
-
-def load_results(sen_dir: str | Path) -> dict:
-    """The test-set retrieval table written by the step."""
-    return read_json(Path(sen_dir) / "results.json")
