@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from .artifacts import StepState, run_step, step_state
+from .artifacts import METRICS_FILE, StepState, run_step, step_state
 from .config import STEPS, Config
 
 # step -> "module:function"; the function is work(cfg, out_dir, inputs) -> figures, where
@@ -59,14 +59,16 @@ def _work_function(step: str) -> Callable:
 
 def state(step: str, cfg: Config, runs_dir: str | Path | None = None) -> StepState:
     """What is on disk for ``step`` compared with what ``cfg`` asks for (no work is done)."""
+    own = step_dir(step, cfg, runs_dir)
     upstream = {}
     for up in STEPS[: STEPS.index(step)]:
         up_state = state(up, cfg, runs_dir)
         if up_state.status != "done":
-            return StepState(step, step_dir(step, cfg, runs_dir), "stale" if up_state.metrics else
-                             "missing", f"upstream step '{up}' is {up_state.status}", None)
+            built = (own / METRICS_FILE).exists()
+            return StepState(step, own, "stale" if built else "missing",
+                             f"upstream step '{up}' is {up_state.status}", None)
         upstream[up] = up_state.metrics["run_id"]
-    return step_state(step_dir(step, cfg, runs_dir), step, cfg.step_hash(step), upstream)
+    return step_state(own, step, cfg.step_hash(step), upstream)
 
 
 def ensure(step: str, cfg: Config, runs_dir: str | Path | None = None, force: bool = False,
@@ -74,6 +76,7 @@ def ensure(step: str, cfg: Config, runs_dir: str | Path | None = None, force: bo
     """Build ``step`` (and whatever it needs) unless up to date; return its folder."""
     if step not in STEPS:
         raise ValueError(f"unknown step {step!r}; expected one of {', '.join(STEPS)}")
+    work = _work_function(step)  # before building upstream: an unbuilt step says so at once
     runs_dir = Path(runs_dir or default_runs_dir())
     earlier = STEPS[: STEPS.index(step)]
     if earlier:  # ensuring the previous step ensures every step before it
@@ -81,7 +84,6 @@ def ensure(step: str, cfg: Config, runs_dir: str | Path | None = None, force: bo
     inputs = {up: step_dir(up, cfg, runs_dir) for up in earlier}
     upstream_runs = {up: step_state(inputs[up], up, cfg.step_hash(up), {}).metrics["run_id"]
                      for up in earlier}
-    work = _work_function(step)
     out = step_dir(step, cfg, runs_dir)
     section = {"seed": cfg.seed, "device": cfg.device, step: cfg.to_dict()[step]}
     run_step(out, step, cfg.step_hash(step), section, upstream_runs,
