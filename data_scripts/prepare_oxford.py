@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable without installing s2i_lib
 
-from s2i_lib.data.real_datasets import DEFAULT_SIZE, DatasetPreparationError, prepare_oxford  # noqa: E402
+from s2i_lib.data.real_datasets import DatasetPreparationError, add_output_options, prepare_oxford  # noqa: E402
 
 DOWNLOADS = """\
 what to download (by hand; this script never uses the network):
@@ -36,12 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", required=True, help="imagelabels.mat")
     parser.add_argument("--captions", required=True, help="Reed's cvpr2016_flowers (text_c10), archive or folder")
     parser.add_argument("--out", required=True, help="dataset folder to write (e.g. data/oxford)")
-    parser.add_argument("--size", type=int, default=DEFAULT_SIZE,
-                        help="shorter side of the saved images in px; 0 keeps the original size (default %(default)s)")
-    parser.add_argument("--format", choices=("png", "jpg"), default="png",
-                        help="image format (default png, lossless; jpg saves disk)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out dataset")
-    parser.add_argument("--workers", type=int, default=None, help="image threads (default: min(8, CPUs))")
+    add_output_options(parser, keep="the original size")
     args = parser.parse_args(argv)
     try:
         prepare_oxford(args.images, args.labels, args.captions, args.out, size=args.size,

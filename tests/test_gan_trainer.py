@@ -15,13 +15,7 @@ from s2i_lib.gan import (GanDivergenceError, GanTrainer, load_generator, synthet
 EMBED = 24
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: a second OpenMP thread only adds synchronisation (and CI machines are shared)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def smoke_cfg(**changes):

@@ -14,14 +14,7 @@ from s2i_lib.sen.backbones import (TORCHVISION_INCEPTION_FILE, load_efficientnet
                                    tf_inception_path)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread: on a busy 2-core machine the OpenMP barriers of two threads cost more than the
-    second core gives (these tests are small)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module")

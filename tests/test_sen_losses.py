@@ -8,14 +8,7 @@ import torch.nn.functional as F
 from s2i_lib.sen import distinctive_loss, make_classifier, matching_loss
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread. With two, every GRU time step waits at an OpenMP barrier, which
-    on a busy 2-core machine costs a scheduler slice (measured: 0.26 s vs 0.6 ms per forward)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def unit(rows):

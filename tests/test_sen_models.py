@@ -9,14 +9,7 @@ from s2i_lib.sen import (MIN_FRAMES, ImageEncoder, SpeechEncoder, conv_output_le
 from s2i_lib.sen.speech_encoder import BidirectionalGRU, reverse_within_length_index
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread. With two, every GRU time step waits at an OpenMP barrier, which
-    on a busy 2-core machine costs a scheduler slice (measured: 0.26 s vs 0.6 ms per forward)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def small_encoder(**kw) -> SpeechEncoder:

@@ -742,3 +742,12 @@ def _resize_rule(size: int) -> str:
     return ("none (crop size kept)" if size == 0
             else f"shorter side to {size} px (bilinear, as torchvision Resize({size}))")
 
+
+def add_output_options(parser, keep: str) -> None:
+    """The options both preparation scripts share: output size, format, overwrite, threads."""
+    parser.add_argument("--size", type=int, default=DEFAULT_SIZE,
+                        help=f"shorter side of the saved images in px; 0 keeps {keep} (default %(default)s)")
+    parser.add_argument("--format", choices=("png", "jpg"), default="png",
+                        help="image format (default png, lossless; jpg saves disk)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out dataset")
+    parser.add_argument("--workers", type=int, default=None, help="image threads (default: min(8, CPUs))")
