@@ -1,0 +1,134 @@
+"""The ``gan`` step: train the generator on the SEN step's caption embeddings (reference 6 to 9).
+
+Inputs: the dataset (training images), the speech step (which utterance belongs to which image)
+and the SEN step (the embedding of every utterance, the text baseline's embedding of every written
+caption, and the trained image encoder that the relation supervisor looks through).
+
+Outputs, in ``runs/<profile>/gan/``::
+
+    generator.pt                  the EMA generator of the last iteration (``load_generator``)
+    checkpoints/latest.pt         the full training state (resume); generator_ema_<it>.pt snapshots
+    samples/iter_<it>.png         sample grids: real image, then stages 1..3, fixed noise and captions
+    loss_history.json             loss curves (also in metrics.json)
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..artifacts import atomic_path
+from ..config import Config
+from ..data.layout import ImageRecord, read_dataset
+from ..data.torch_datasets import ImageCaptionDataset
+from ..device import select_device
+from ..sen.image_encoder import ImageEncoder
+from ..sen.training import load_configured_backbone
+from ..speech.features import FeatureStore
+from .blocks import count_parameters
+from .trainer import GanTrainer, GanTrainingSet
+
+GENERATOR_FILE = "generator.pt"
+
+
+def group_by_image(embeddings: np.ndarray, keys: list[str], records: list[ImageRecord]) -> np.ndarray:
+    """(N, n_captions, D) from one embedding per utterance (``keys[i]``: its image's key).
+
+    ``n_captions`` is the most utterances any image has; an image with fewer (a caption the speech
+    step refused) repeats its own, so every image keeps only its own captions."""
+    if len(embeddings) != len(keys):
+        raise ValueError(f"{len(embeddings)} embeddings for {len(keys)} utterances: the SEN step's "
+                         f"export does not match the speech step; rebuild the sen step")
+    rows: dict[str, list[int]] = {r.key: [] for r in records}
+    for i, k in enumerate(keys):
+        if k in rows:
+            rows[k].append(i)
+    missing = [k for k, v in rows.items() if not v]
+    if missing:
+        raise ValueError(f"{len(missing)} images have no spoken caption (e.g. {missing[0]!r}); "
+                         f"the GAN needs at least one caption per image")
+    n_cap = max(len(v) for v in rows.values())
+    out = np.empty((len(records), n_cap, embeddings.shape[1]), np.float32)
+    for i, r in enumerate(records):
+        own = rows[r.key]
+        out[i] = embeddings[[own[j % len(own)] for j in range(n_cap)]]
+    return out
+
+
+def caption_embeddings(cfg: Config, inputs: dict[str, Path], records: list[ImageRecord],
+                       split: str) -> np.ndarray:
+    """The conditioning embeddings of ``records`` (a whole split, in dataset order) as
+    (N, n_captions, D): the spoken captions (training voices only) or, with
+    ``gan.condition_on: text``, the text baseline's embeddings of the written captions."""
+    emb_dir = Path(inputs["sen"]) / "embeddings"
+    if cfg.gan.condition_on == "text":
+        path = emb_dir / f"text_{split}.npy"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: gan.condition_on=text needs the text "
+                                    f"baseline (sen.text_baseline: true)")
+        n_cap = cfg.speech.captions_per_image
+        keys = [r.key for r in records for _ in range(min(n_cap, len(r.captions)))]
+        return group_by_image(np.load(path), keys, records)
+    store = FeatureStore(inputs["speech"], split)
+    wanted = {r.key for r in records}
+    rows = [i for i, k in enumerate(store.keys) if k in wanted]   # the SEN export's row order
+    emb = np.load(emb_dir / f"speech_{split}.npy")
+    seen = ~store.heldout[rows]
+    keys = [store.keys[r] for r in rows]
+    return group_by_image(emb[seen], [k for k, s in zip(keys, seen) if s], records)
+
+
+class SenImageFeatures(nn.Module):
+    """The trained SEN image encoder as a differentiable function of the image: frozen backbone,
+    then the projection, then unit norm. Unlike ``ImageEncoder.forward`` it lets gradients reach
+    the image, which the relation supervisor's generator loss needs."""
+
+    def __init__(self, sen_dir: Path, cfg: Config):
+        super().__init__()
+        state = torch.load(Path(sen_dir) / "image_encoder.pt", map_location="cpu", weights_only=True)
+        self.backbone = load_configured_backbone(cfg.sen)
+        encoder = ImageEncoder(state["feat_dim"], state["embed_dim"])
+        encoder.load_state_dict(state["state_dict"])
+        self.projection = encoder.projection
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projection(self.backbone(images).float()), dim=1)
+
+
+def train_gan_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
+    """Work function of the ``gan`` step (see ``s2i_lib.pipeline``)."""
+    device = select_device(cfg.device)
+    g = cfg.gan
+    index = read_dataset(inputs["data"])
+    train = index.split("train")
+    dataset = ImageCaptionDataset(index, "train", sizes=tuple(g.stage_sizes), augment=True, seed=cfg.seed)
+    embeddings = caption_embeddings(cfg, inputs, train, "train")
+    data = GanTrainingSet.from_image_caption_dataset(dataset, embeddings)
+    extractor = SenImageFeatures(inputs["sen"], cfg) if g.relation_supervisor else None
+    trainer = GanTrainer(g, data.embed_dim, out_dir, feature_extractor=extractor, device=device,
+                         seed=cfg.seed)
+    print(f"[gan] {len(data)} training images x {embeddings.shape[1]} captions, conditioned on "
+          f"{g.condition_on} ({data.embed_dim}-d); G {count_parameters(trainer.generator) / 1e6:.2f} M "
+          f"parameters; {g.iterations} iterations of batch {g.batch_size} on {device}")
+    figures = trainer.train(data)
+    snapshot = out_dir / "checkpoints" / f"generator_ema_{trainer.iteration:07d}.pt"
+    with atomic_path(out_dir / GENERATOR_FILE) as tmp:
+        shutil.copyfile(snapshot, tmp)
+    samples = sorted((out_dir / "samples").glob("iter_*.png"))
+    if not samples or samples[-1].stem != f"iter_{trainer.iteration:07d}":
+        samples.append(trainer.save_samples(data))
+    figures.update({
+        "device": str(device), "images": len(data), "captions_per_image": int(embeddings.shape[1]),
+        "condition_on": g.condition_on,
+        "parameters": {"generator": count_parameters(trainer.generator),
+                       "discriminators": [count_parameters(d) for d in trainer.discriminators],
+                       "relation_supervisor": (count_parameters(trainer.relation)
+                                               if trainer.relation is not None else 0)},
+        "samples": [str(p.relative_to(out_dir)) for p in samples],
+        "loss_history": trainer.history,
+    })
+    return figures

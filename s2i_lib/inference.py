@@ -1,0 +1,143 @@
+"""Speech (or a typed caption, spoken by a TTS voice) -> SEN embedding -> generated images.
+
+The one path from a caption to a picture, shared by the evaluation (colour swaps, held-out voices),
+the demo notebook and ``python -m s2i_lib generate``::
+
+    s2i = SpeechToImage.from_runs(cfg)                 # trained sen + gan steps of a profile
+    wave = s2i.speak("a small bird with a red crown", voice="espeak:en-us")
+    emb = s2i.embed([s2i.features(wave)])              # (1, D), unit norm
+    images = s2i.generate(emb, n=4, seed=0)            # (1, 4, 3, S, S) uint8, the last stage
+
+Noise: ``generate`` draws ``z`` (and the conditioning noise) from ``seed`` alone, so the same seed
+with two captions uses the same noise: what the colour experiment needs.
+"""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import Config, SenConfig
+from .gan.step import GENERATOR_FILE
+from .gan.trainer import load_generator
+from .sen.speech_encoder import MIN_FRAMES, SpeechEncoder
+from .speech.features import log_mel, read_audio
+
+
+def load_speech_encoder(sen_dir: str | Path, device: torch.device | str = "cpu") -> SpeechEncoder:
+    """The trained speech encoder of a ``sen`` step folder (eval mode)."""
+    path = Path(sen_dir) / "speech_encoder.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: build the sen step first "
+                                f"(python -m s2i_lib sen --profile ...)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    fields = {f for f in SenConfig.__dataclass_fields__}
+    sen_cfg = SenConfig(**{k: v for k, v in state["sen"].items() if k in fields})
+    encoder = SpeechEncoder.from_config(sen_cfg, state["n_mels"])
+    encoder.load_state_dict(state["state_dict"])
+    return encoder.to(device).eval()
+
+
+def noise(n: int, z_dim: int, cond_dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z, eps) for ``n`` images, from ``seed`` alone."""
+    g = torch.Generator().manual_seed(int(seed))
+    return torch.randn(n, z_dim, generator=g), torch.randn(n, cond_dim, generator=g)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[-1, 1] float (..., 3, H, W) -> uint8 (..., H, W, 3)."""
+    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.movedim(-3, -1).cpu().numpy()
+
+
+@dataclass
+class SpeechToImage:
+    speech_encoder: SpeechEncoder
+    generator: torch.nn.Module
+    cfg: Config
+    device: torch.device
+
+    @classmethod
+    def from_dirs(cls, cfg: Config, sen_dir: str | Path, gan_dir: str | Path,
+                  device: torch.device | str = "cpu") -> "SpeechToImage":
+        gen_path = Path(gan_dir) / GENERATOR_FILE
+        if not gen_path.exists():
+            raise FileNotFoundError(f"{gen_path} is missing: build the gan step first "
+                                    f"(python -m s2i_lib gan --profile {cfg.profile})")
+        device = torch.device(device)
+        return cls(load_speech_encoder(sen_dir, device), load_generator(gen_path, device), cfg, device)
+
+    @classmethod
+    def from_runs(cls, cfg: Config, runs_dir: str | Path | None = None, build: bool = False,
+                  device: torch.device | str | None = None) -> "SpeechToImage":
+        """The trained models of ``cfg``'s profile; with ``build``, the missing or stale steps are
+        built first (with progress bars), else a missing step is a FileNotFoundError."""
+        from . import pipeline
+        from .device import select_device
+        if build:
+            pipeline.ensure("gan", cfg, runs_dir)
+        return cls.from_dirs(cfg, pipeline.step_dir("sen", cfg, runs_dir), pipeline.step_dir("gan", cfg, runs_dir),
+                             device or select_device(cfg.device))
+
+    # --- speech in
+    def speak(self, text: str, voice: str, seed: int = 0) -> np.ndarray:
+        """``text`` spoken by ``voice`` ("backend:name") at the speech step's sample rate, with the
+        speech step's per-utterance randomness (rate, pitch) drawn from ``seed`` and the text."""
+        from .speech.tts import sample_params
+        synth = _synthesizer(voice, self.cfg.speech.sample_rate)
+        params = sample_params(voice, seed, f"demo-{zlib.crc32(text.encode())}")
+        return synth.synthesize(text, params)
+
+    def features(self, wave: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Log-mel features (T, n_mels) of a waveform at the speech step's sample rate."""
+        s = self.cfg.speech
+        return log_mel(wave, s.sample_rate, s.n_mels, s.win_ms, s.hop_ms)
+
+    def read(self, path: str | Path) -> np.ndarray:
+        """A recording (WAV/FLAC/OGG/MP3) as a waveform at the speech step's rate; bad files are
+        ``AudioError``s naming the problem."""
+        return read_audio(path, self.cfg.speech.sample_rate, self.cfg.speech.max_audio_seconds,
+                          self.cfg.speech.silence_rms).numpy()
+
+    @torch.no_grad()
+    def embed(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """Unit-norm SEN embeddings (B, D) of a list of (T, n_mels) feature arrays."""
+        if not features:
+            raise ValueError("embed() needs at least one utterance")
+        lengths = torch.tensor([max(len(f), MIN_FRAMES) for f in features])
+        x = torch.zeros(len(features), int(lengths.max()), features[0].shape[1])
+        for i, f in enumerate(features):
+            x[i, :len(f)] = torch.as_tensor(f)
+        return self.speech_encoder(x.to(self.device), lengths).cpu()
+
+    # --- images out
+    @torch.no_grad()
+    def generate(self, embeddings: torch.Tensor | np.ndarray, n: int = 1, seed: int = 0,
+                 all_stages: bool = False) -> np.ndarray | list[np.ndarray]:
+        """``n`` images per embedding, uint8 (B, n, S, S, 3) at the last stage (or a list, one
+        array per stage, with ``all_stages``). Image j of every embedding uses the same noise."""
+        emb = torch.as_tensor(np.asarray(embeddings), dtype=torch.float32)
+        if emb.dim() != 2:
+            raise ValueError(f"embeddings must be (B, D), got {tuple(emb.shape)}")
+        b = emb.shape[0]
+        z, eps = noise(n, self.generator.z_dim, self.generator.ca.cond_dim, seed)
+        z, eps = z.repeat(b, 1), eps.repeat(b, 1)   # image j of every caption: the same noise
+        images, _, _ = self.generator(z.to(self.device), emb.repeat_interleave(n, 0).to(self.device),
+                                      eps.to(self.device))
+        out = [to_uint8(im).reshape(b, n, im.shape[-2], im.shape[-1], 3) for im in images]
+        return out if all_stages else out[-1]
+
+
+_SYNTHS: dict[tuple[str, int], object] = {}
+
+
+def _synthesizer(voice: str, sample_rate: int):
+    """Loaded voices are kept: loading Piper takes a second, synthesis a fraction of that."""
+    from .speech.tts import load_synthesizer
+    key = (voice, sample_rate)
+    if key not in _SYNTHS:
+        _SYNTHS[key] = load_synthesizer(voice, sample_rate=sample_rate, threads=1)
+    return _SYNTHS[key]
