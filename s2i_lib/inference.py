@@ -91,6 +91,15 @@ class SpeechToImage:
         params = sample_params(voice, seed, f"demo-{zlib.crc32(text.encode())}")
         return synth.synthesize(text, params)
 
+    def speak_with_prosody_of(self, text: str, voice: str, reference: str, seed: int = 0) -> np.ndarray:
+        """``text`` spoken by ``voice`` at the rate and pitch that ``speak(reference, voice, seed)``
+        uses: two captions that differ in one word are then said the same way, so that only the
+        word differs (the colour experiment)."""
+        from .speech.tts import sample_params
+        synth = _synthesizer(voice, self.cfg.speech.sample_rate)
+        params = sample_params(voice, seed, f"demo-{zlib.crc32(reference.encode())}")
+        return synth.synthesize(text, params)
+
     def features(self, wave: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Log-mel features (T, n_mels) of a waveform at the speech step's sample rate."""
         s = self.cfg.speech
@@ -129,6 +138,24 @@ class SpeechToImage:
                                       eps.to(self.device))
         out = [to_uint8(im).reshape(b, n, im.shape[-2], im.shape[-1], 3) for im in images]
         return out if all_stages else out[-1]
+
+    @torch.no_grad()
+    def generate_each(self, embeddings: torch.Tensor | np.ndarray, seed: int = 0, batch_size: int = 64,
+                      progress: str | None = None) -> np.ndarray:
+        """One image per embedding with its own noise, uint8 (B, S, S, 3) at the last stage: how test
+        images are generated for evaluation. Noise row i depends only on ``seed`` and i, so the same
+        embeddings in the same order give the same images, in any batch size."""
+        from .progress import tqdm
+        emb = torch.as_tensor(np.asarray(embeddings), dtype=torch.float32)
+        z, eps = noise(len(emb), self.generator.z_dim, self.generator.ca.cond_dim, seed)
+        size = self.generator.stage_sizes[-1]
+        out = np.empty((len(emb), size, size, 3), np.uint8)
+        for start in tqdm(range(0, len(emb), batch_size), desc=progress or "generating",
+                          disable=progress is None):
+            sl = slice(start, start + batch_size)
+            images, _, _ = self.generator(z[sl].to(self.device), emb[sl].to(self.device), eps[sl].to(self.device))
+            out[sl] = to_uint8(images[-1])
+        return out
 
 
 _SYNTHS: dict[tuple[str, int], object] = {}

@@ -50,9 +50,10 @@ def test_one_iteration_updates_every_network_and_keeps_the_ema_apart(data, tmp_p
     for prefix in ("generator.", "generator_ema.", "discriminator16.", "discriminator64.",
                    "relation_supervisor."):
         assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix)), prefix
-    # EMA = 0.999 * old + 0.001 * new, in its own module; the live G is not overwritten
+    # EMA = d * old + (1 - d) * new, in its own module; the live G is not overwritten
     for p_ema, p_old, p in zip(tr.generator_ema.parameters(), g0, tr.generator.parameters()):
-        assert torch.allclose(p_ema, 0.999 * p_old + 0.001 * p.detach(), atol=1e-7)
+        # first update: the warm-up decay min(0.999, 1 / 10)
+        assert torch.allclose(p_ema, 0.1 * p_old + 0.9 * p.detach(), atol=1e-7)
     assert not all(torch.equal(a, b)
                    for a, b in zip(tr.generator_ema.parameters(), tr.generator.parameters()))
     assert all(p.requires_grad for d in tr.discriminators for p in d.parameters())  # restored

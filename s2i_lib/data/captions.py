@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import re
+
 import numpy as np
 
 from .toy_common import make_rng
 
-__all__ = ["Caption", "make_captions", "DATASETS"]
+__all__ = ["Caption", "make_captions", "DATASETS", "swap_colour"]
 
 DATASETS = ("toybirds", "toyflowers")
 _TAGS = {"toybirds": 0xCA7B, "toyflowers": 0xCA7F}
@@ -379,3 +381,20 @@ def make_captions(dataset: str, attributes: dict[str, str], seed: int, class_id:
         seen.add(text)
         out.append(Caption(text=text, mentions=mention))
     return out
+
+
+def swap_colour(text: str, mentions: dict[str, str], attribute: str, new_colour: str) -> str | None:
+    """``text`` with the colour word of ``attribute`` (e.g. ``wing_color``) replaced by ``new_colour``,
+    dropping its shade modifier ("jet black wings" -> "red wings"); the paper's colour experiment.
+
+    None when the swap would be ambiguous: the attribute is not mentioned, or its colour word occurs
+    more than once in the caption (another part has the same colour), so which one to change is not
+    known from the text alone."""
+    old = mentions.get(attribute)
+    if old is None or old == "none" or old == new_colour:
+        return None
+    modifiers = "|".join(sorted({m for ms in _COLOR_MODIFIERS.values() for m in ms}))
+    pattern = re.compile(rf"\b(?:(?:{modifiers}) )?{re.escape(old)}\b")
+    if len(re.findall(rf"\b{re.escape(old)}\b", text)) != 1:
+        return None
+    return pattern.sub(new_colour, text, count=1)

@@ -99,14 +99,17 @@ class SenImageFeatures(nn.Module):
         return F.normalize(self.projection(self.backbone(images).float()), dim=1)
 
 
-def train_gan_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
-    """Work function of the ``gan`` step (see ``s2i_lib.pipeline``)."""
+def train_gan_step(cfg: Config, out_dir: Path, inputs: dict[str, Path],
+                   embeddings: np.ndarray | None = None) -> dict:
+    """Work function of the ``gan`` step (see ``s2i_lib.pipeline``). ``embeddings`` (N, n_captions,
+    D) replaces the SEN's (the evaluation's "w/o SEN" ablation passes those of an untrained encoder)."""
     device = select_device(cfg.device)
     g = cfg.gan
     index = read_dataset(inputs["data"])
     train = index.split("train")
     dataset = ImageCaptionDataset(index, "train", sizes=tuple(g.stage_sizes), augment=True, seed=cfg.seed)
-    embeddings = caption_embeddings(cfg, inputs, train, "train")
+    if embeddings is None:
+        embeddings = caption_embeddings(cfg, inputs, train, "train")
     data = GanTrainingSet.from_image_caption_dataset(dataset, embeddings)
     extractor = SenImageFeatures(inputs["sen"], cfg) if g.relation_supervisor else None
     trainer = GanTrainer(g, data.embed_dim, out_dir, feature_extractor=extractor, device=device,

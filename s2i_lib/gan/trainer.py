@@ -9,7 +9,7 @@ One iteration, as ``condGANTrainer.train`` in the original:
 4. update G once, scored by the *updated* discriminators and RS:
    ``sum_i [BCE(Dc_i(fake_i, mu), 1) + BCE(Du_i(fake_i), 1)] + rs_coeff * CE(RS(real, fake), 1)
    + kl_coeff * KL``;
-5. EMA (0.999) of G's parameters, kept in a separate module.
+5. EMA (0.999, with a warm-up for short runs) of G's parameters, kept in a separate module.
 
 Differences from the original, on purpose:
 
@@ -567,7 +567,10 @@ class GanTrainer:
 
     @torch.no_grad()
     def _update_ema(self) -> None:
-        d = self.cfg.ema_decay
+        # warm-up (TensorFlow's ExponentialMovingAverage with num_updates): early on the average
+        # follows G closely, so that a short run's EMA is not mostly its random initialisation
+        # (0.999 ** 1000 = 37 %); from iteration ~9000 on this is cfg.ema_decay
+        d = min(self.cfg.ema_decay, (1 + self.iteration) / (10 + self.iteration))
         ema_p = list(self.generator_ema.parameters())
         torch._foreach_mul_(ema_p, d)
         torch._foreach_add_(ema_p, [p.detach() for p in self.generator.parameters()], alpha=1.0 - d)

@@ -121,3 +121,55 @@ def plot_similarity(emb: TestEmbeddings, n_images: int = 30) -> plt.Figure:
            title="image-speech similarity on unseen classes")
     fig.tight_layout()
     return fig
+
+
+def attribute_probe(train_features: np.ndarray, train_records: list, test_features: np.ndarray,
+                    test_records: list, steps: int = 200, seed: int = 0) -> pd.Series:
+    """How well each attribute can be read off image features of UNSEEN species: one linear
+    classifier per attribute (softmax regression on standardised features, full-batch Adam), fit on
+    the training images and scored on the test images. An upper bound, in spirit, on what a
+    retrieval through a linear projection of these features can get right about that attribute.
+
+    Written by hand (a few lines of torch) because scikit-learn is not a dependency."""
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(seed)
+    x_tr = torch.as_tensor(np.asarray(train_features, dtype=np.float32))
+    x_te = torch.as_tensor(np.asarray(test_features, dtype=np.float32))
+    mean, std = x_tr.mean(0), x_tr.std(0) + 1e-6
+    x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
+    accuracy = {}
+    for attr in sorted(train_records[0].attributes):
+        values = sorted({str(r.attributes[attr]) for r in train_records + test_records})
+        y_tr = torch.tensor([values.index(str(r.attributes[attr])) for r in train_records])
+        y_te = torch.tensor([values.index(str(r.attributes[attr])) for r in test_records])
+        w = (torch.randn(x_tr.shape[1], len(values), generator=g) * 0.01).requires_grad_()
+        b = torch.zeros(len(values), requires_grad=True)
+        opt = torch.optim.Adam([w, b], lr=1e-3, weight_decay=1e-3)
+        for _ in range(steps):
+            opt.zero_grad()
+            F.cross_entropy(x_tr @ w + b, y_tr).backward()
+            opt.step()
+        with torch.no_grad():
+            accuracy[attr] = float(((x_te @ w + b).argmax(1) == y_te).float().mean())
+    return pd.Series(accuracy, name="test accuracy")
+
+
+def probe_table(cfg, data_dir: str | Path, sen_dir: str | Path) -> pd.DataFrame:
+    """``attribute_probe`` of the frozen backbone's features (centre view) and of the trained SEN
+    image embeddings, side by side, with the chance level (the most frequent value)."""
+    from .training import backbone_features
+
+    index = read_dataset(data_dir)
+    train, test = index.split("train"), index.split("test")
+    emb = Path(sen_dir) / "embeddings"
+    table = pd.DataFrame({
+        f"frozen {cfg.sen.backbone} features": attribute_probe(
+            backbone_features(index, "train", cfg)[:, 0], train, backbone_features(index, "test", cfg)[:, 0], test),
+        "SEN image embeddings": attribute_probe(np.load(emb / "image_train.npy"), train,
+                                                np.load(emb / "image_test.npy"), test),
+    })
+    table["chance (most frequent value)"] = [
+        pd.Series([str(r.attributes[a]) for r in test]).value_counts(normalize=True).iloc[0] for a in table.index]
+    return table.round(3)
