@@ -210,6 +210,9 @@ class GanConfig:
     condition_dim: int = 128
     res_blocks: int = 2
     dense: bool = True
+    # multiply the unit-norm embeddings by sqrt(embed_dim) before the CA (see gan/conditioning.py);
+    # false = the original
+    rescale_embedding: bool = True
     relation_supervisor: bool = True
     rs_mode: Literal["cooperative", "adversarial"] = "cooperative"
     condition_on: Literal["speech", "text"] = "speech"
@@ -249,13 +252,18 @@ class GanConfig:
 
 @dataclass
 class EvalConfig:
+    """Evaluation of the generated test images (reference section 10, plus the toy-data metrics)."""
     is_splits: int = 10
     batch_size: int = 50
+    colour_swaps: int = 200                  # test captions in the colour-swap experiment (per voice group)
+    # also train and evaluate the ablated models (w/o dense, w/o RS, w/o SEN, text-conditioned):
+    # each is one more gan step's time
     ablations: bool = False
 
     def validate(self, p: str) -> None:
         _check(self.is_splits >= 1, f"{p}.is_splits", self.is_splits, "must be at least 1")
         _check(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "must be at least 1")
+        _check(self.colour_swaps >= 0, f"{p}.colour_swaps", self.colour_swaps, "must be >= 0")
 
 
 @dataclass

@@ -146,3 +146,39 @@ def test_deterministic_and_argument_checked():
     assert len(make_captions("toyflowers", cls.attributes, 1, cls.id, 2, n=25)) == 25
     with pytest.raises(ValueError):
         make_captions("cub", cls.attributes, 1, cls.id, 2)
+
+
+def test_swap_colour_changes_only_the_named_part_and_drops_its_shade():
+    from s2i_lib.data.captions import swap_colour
+    mentions = {"belly_color": "black", "wing_color": "white", "beak_length": "long"}
+    text = "this bird has a jet black breast and a long beak and its wings are white"
+    assert swap_colour(text, mentions, "belly_color", "red") == \
+        "this bird has a red breast and a long beak and its wings are white"
+    assert swap_colour(text, mentions, "wing_color", "brown") == \
+        "this bird has a jet black breast and a long beak and its wings are brown"
+
+
+def test_swap_colour_refuses_what_the_text_cannot_say():
+    from s2i_lib.data.captions import swap_colour
+    same = {"belly_color": "black", "wing_color": "black"}
+    assert swap_colour("a black bird with black wings", same, "wing_color", "red") is None  # which black?
+    assert swap_colour("a bird with white wings", {"wing_color": "white"}, "belly_color", "red") is None
+    assert swap_colour("a bird with white wings", {"wing_color": "white"}, "wing_color", "white") is None
+
+
+def test_swap_colour_works_on_every_generated_caption_that_allows_it():
+    from s2i_lib.data.captions import make_captions, swap_colour
+    from s2i_lib.data.toy_birds import class_table
+    swapped = 0
+    for cls in class_table()[:30]:
+        for cap in make_captions("toybirds", cls.attributes, seed=0, class_id=cls.id, index=0):
+            for attr, old in cap.mentions.items():
+                if not attr.endswith("_color"):
+                    continue
+                new = "green" if old != "green" else "blue"
+                out = swap_colour(cap.text, cap.mentions, attr, new)
+                if out is not None:
+                    swapped += 1
+                    assert re.search(rf"\b{new}\b", out) and out != cap.text
+                    assert len(out.split()) <= len(cap.text.split())
+    assert swapped > 100

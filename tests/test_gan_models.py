@@ -126,8 +126,14 @@ def test_conditioning_augmentation():
     e, eps = torch.randn(5, 12), torch.randn(5, 4)
     c, mu, logvar = ca(e, eps)
     assert torch.allclose(c, mu + torch.exp(0.5 * logvar) * eps)
-    x = F.glu(ca.fc(e), dim=1)  # GLU, then the first half is mu, the second logvar
+    # the unit-norm embedding is rescaled to unit RMS per element, then GLU: mu, then logvar
+    x = F.glu(ca.fc(e * 12 ** 0.5), dim=1)
     assert torch.allclose(mu, x[:, :4]) and torch.allclose(logvar, x[:, 4:])
+    original = ConditioningAugmentation(12, 4, rescale_embedding=False)   # as the original: as is
+    original.load_state_dict(ca.state_dict())
+    _, mu0, _ = original(e, eps)
+    x0 = F.glu(ca.fc(e), dim=1)
+    assert torch.allclose(mu0, x0[:, :4]) and not torch.allclose(mu0, mu)
 
 
 def test_orthogonal_initialisation():

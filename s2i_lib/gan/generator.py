@@ -81,7 +81,7 @@ class Generator(nn.Module):
 
     def __init__(self, embed_dim: int, stage_sizes: list[int] | tuple[int, ...] = (64, 128, 256),
                  gf_dim: int = 64, z_dim: int = 100, cond_dim: int = 128, res_blocks: int = 2,
-                 dense: bool = True):
+                 dense: bool = True, rescale_embedding: bool = True):
         super().__init__()
         sizes = list(stage_sizes)
         if any(b != 2 * a for a, b in zip(sizes, sizes[1:])):
@@ -89,7 +89,7 @@ class Generator(nn.Module):
         if gf_dim % 2 ** (len(sizes) - 1):
             raise ValueError(f"gf_dim {gf_dim} must be divisible by {2 ** (len(sizes) - 1)}")
         self.stage_sizes, self.z_dim, self.embed_dim = sizes, z_dim, embed_dim
-        self.ca = ConditioningAugmentation(embed_dim, cond_dim)
+        self.ca = ConditioningAugmentation(embed_dim, cond_dim, rescale_embedding)
         self.initial = InitialStage(cond_dim + z_dim, gf_dim, sizes[0])
         self.stages = nn.ModuleList([NextStage(gf_dim // 2 ** i, cond_dim, res_blocks, dense)
                                      for i in range(len(sizes) - 1)])
@@ -100,7 +100,7 @@ class Generator(nn.Module):
     def from_config(cls, cfg, embed_dim: int) -> "Generator":
         """From a ``GanConfig``; ``embed_dim`` is the speech (or text) embedding size."""
         return cls(embed_dim, cfg.stage_sizes, cfg.gf_dim, cfg.z_dim, cfg.condition_dim,
-                   cfg.res_blocks, cfg.dense)
+                   cfg.res_blocks, cfg.dense, cfg.rescale_embedding)
 
     def forward(self, z: torch.Tensor, embedding: torch.Tensor, eps: torch.Tensor | None = None
                 ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
