@@ -1,4 +1,4 @@
-"""Command line: ``python -m s2i_lib {data,speech,sen,gan,eval,all,status,notebooks} --profile P``.
+"""Command line: ``python -m s2i_lib {data,speech,sen,gan,eval,all,status,notebooks,generate} --profile P``.
 
 Each step first builds whatever earlier step is missing or stale; a step that is up to date is
 skipped (``--force`` re-runs it).
@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     for step in STEPS:
         sp = sub.add_parser(step, parents=[common], help=f"run the {step} step (and what it needs)")
         sp.add_argument("--force", action="store_true", help="re-run even if up to date")
+        if step == "eval":
+            sp.add_argument("--ablations", action="store_true",
+                            help="also train and evaluate the ablated models (= --set eval.ablations=true)")
     sp = sub.add_parser("all", parents=[common], help="run every step")
     sp.add_argument("--force", action="store_true", help="re-run every step")
     sub.add_parser("status", parents=[common], help="show which steps are done, stale or missing")
@@ -33,11 +36,25 @@ def _parser() -> argparse.ArgumentParser:
                         help="run every notebook with papermill into outputs/notebooks/, then summarise")
     sp.add_argument("--output-dir", type=Path, default=Path("outputs"))
     sp.add_argument("--only", nargs="*", default=None, help="notebook names to run (default: all)")
+    sp = sub.add_parser("generate", parents=[common],
+                        help="draw images from a recording or a typed caption (needs the gan step)")
+    source = sp.add_mutually_exclusive_group(required=True)
+    source.add_argument("--wav", type=Path, metavar="FILE",
+                        help="a recording: WAV, FLAC, OGG or MP3, at most 30 s")
+    source.add_argument("--text", metavar="CAPTION", help="a caption, spoken by --voice")
+    sp.add_argument("--voice", default=None,
+                    help="with --text: a training or held-out voice of the profile (default: the first)")
+    sp.add_argument("--seed", type=int, default=0, help="noise seed (the same seed, the same noise)")
+    sp.add_argument("--n", type=int, default=1, help="how many images (1-64)")
+    sp.add_argument("--out", type=Path, required=True, metavar="DIR",
+                    help="where image_<i>.png (and caption.wav with --text) go")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if getattr(args, "ablations", False):
+        args.overrides.append("eval.ablations=true")
     try:
         cfg = load_config(args.profile, args.overrides)
     except ConfigError as e:
@@ -50,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
             st = pipeline.state(step, cfg, args.runs_dir)
             print(f"{step:7s} {st.status:8s} {st.reason}  ({st.dir})")
         return 0
+    if args.command == "generate":
+        from .demo import run_generate
+        return run_generate(cfg, args.out, args.wav, args.text, args.voice, args.seed, args.n,
+                            args.runs_dir)
     if args.command == "notebooks":
         from .notebooks import run_notebooks
         return run_notebooks(args.profile, args.overrides, args.output_dir, args.only, args.runs_dir)
@@ -60,9 +81,6 @@ def main(argv: list[str] | None = None) -> int:
         steps = STEPS if args.command == "all" else (args.command,)
         for step in steps:
             pipeline.ensure(step, cfg, args.runs_dir, force=args.force)
-    except pipeline.StepNotImplemented as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("\ninterrupted: finished files are kept; run the same command again to resume.",
               file=sys.stderr)

@@ -256,6 +256,9 @@ class EvalConfig:
     is_splits: int = 10
     batch_size: int = 50
     colour_swaps: int = 200                  # test captions in the colour-swap experiment (per voice group)
+    # the attribute judge: rendered images with random attribute combinations, training epochs
+    judge_images: int = 12000
+    judge_epochs: int = 6
     # also train and evaluate the ablated models (w/o dense, w/o RS, w/o SEN, text-conditioned):
     # each is one more gan step's time
     ablations: bool = False
@@ -264,6 +267,8 @@ class EvalConfig:
         _check(self.is_splits >= 1, f"{p}.is_splits", self.is_splits, "must be at least 1")
         _check(self.batch_size >= 1, f"{p}.batch_size", self.batch_size, "must be at least 1")
         _check(self.colour_swaps >= 0, f"{p}.colour_swaps", self.colour_swaps, "must be >= 0")
+        _check(self.judge_images >= 100, f"{p}.judge_images", self.judge_images, "must be at least 100")
+        _check(self.judge_epochs >= 1, f"{p}.judge_epochs", self.judge_epochs, "must be at least 1")
 
 
 @dataclass

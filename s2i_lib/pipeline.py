@@ -21,15 +21,8 @@ STEP_FUNCTIONS: dict[str, str] = {
     "speech": "s2i_lib.speech.pipeline:build_speech_step",
     "sen": "s2i_lib.sen.training:train_sen_step",
     "gan": "s2i_lib.gan:train_gan_step",
-    "eval": "s2i_lib.evaluation:evaluate_step",
+    "eval": "s2i_lib.evaluation.step:evaluate_step",
 }
-NOT_YET = {"eval": 7}  # steps whose issue is still open
-
-
-class StepNotImplemented(RuntimeError):
-    pass
-
-
 def default_runs_dir() -> Path:
     """``S2I_RUNS_DIR``, else ``runs/`` at the repository root (not the notebook's folder)."""
     env = os.environ.get("S2I_RUNS_DIR")
@@ -46,15 +39,7 @@ def step_dir(step: str, cfg: Config, runs_dir: str | Path | None = None) -> Path
 def _work_function(step: str) -> Callable:
     target = STEP_FUNCTIONS[step]
     module_name, func_name = target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-        return getattr(module, func_name)
-    except (ImportError, AttributeError) as e:
-        if step in NOT_YET:
-            raise StepNotImplemented(
-                f"step '{step}' is not implemented yet (see issue #{NOT_YET[step]}); "
-                f"the steps that work now are: {', '.join(s for s in STEPS if s not in NOT_YET)}") from e
-        raise
+    return getattr(importlib.import_module(module_name), func_name)
 
 
 def state(step: str, cfg: Config, runs_dir: str | Path | None = None) -> StepState:
@@ -76,7 +61,7 @@ def ensure(step: str, cfg: Config, runs_dir: str | Path | None = None, force: bo
     """Build ``step`` (and whatever it needs) unless up to date; return its folder."""
     if step not in STEPS:
         raise ValueError(f"unknown step {step!r}; expected one of {', '.join(STEPS)}")
-    work = _work_function(step)  # before building upstream: an unbuilt step says so at once
+    work = _work_function(step)
     runs_dir = Path(runs_dir or default_runs_dir())
     earlier = STEPS[: STEPS.index(step)]
     if earlier:  # ensuring the previous step ensures every step before it

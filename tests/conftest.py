@@ -12,3 +12,23 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# A 2-iteration GAN without the relation supervisor: the tests of what runs trained models (the
+# demo, `generate`) need real artifacts with the profile's shapes, not good images.
+SMOKE_GAN_OVERRIDES = ["gan.iterations=2", "gan.checkpoint_every=2", "gan.sample_every=2",
+                       "gan.relation_supervisor=false"]
+
+
+@pytest.fixture(scope="session")
+def smoke_gan(tmp_path_factory):
+    """The smoke profile built up to the gan step in a temporary runs folder (once per session):
+    ``.cfg``, ``.runs_dir`` and the ``.overrides`` that give the same config on the command line."""
+    from types import SimpleNamespace
+
+    from s2i_lib import load_config
+    from s2i_lib.pipeline import ensure
+    cfg = load_config("smoke", SMOKE_GAN_OVERRIDES)
+    runs_dir = tmp_path_factory.mktemp("runs")
+    ensure("gan", cfg, runs_dir=runs_dir)
+    return SimpleNamespace(cfg=cfg, runs_dir=runs_dir, overrides=list(SMOKE_GAN_OVERRIDES))

@@ -5,7 +5,6 @@ import sys
 
 import pytest
 
-from s2i_lib.pipeline import NOT_YET
 
 TINY = ["--set", "data.n_train_classes=2", "--set", "data.n_test_classes=1",
         "--set", "data.images_per_class=2", "--set", "data.workers=1"]
@@ -31,13 +30,6 @@ def test_bad_override_is_a_clear_error_naming_the_key(tmp_path):
     assert "unknown config key 'data.imagesize'" in out.stderr and "data.image_size" in out.stderr
     out = cli("data", "--profile", "nope", runs_dir=tmp_path)
     assert out.returncode == 2 and "unknown profile 'nope'" in out.stderr
-
-
-@pytest.mark.parametrize("step", sorted(NOT_YET))
-def test_unbuilt_steps_say_so_at_once_without_building_upstream(step, tmp_path):
-    out = cli(step, "--profile", "smoke", runs_dir=tmp_path)
-    assert out.returncode == 2 and f"step '{step}' is not implemented yet" in out.stderr
-    assert not (tmp_path / "smoke").exists(), "upstream steps were built before the error"
 
 
 def test_data_step_builds_skips_and_rebuilds(tmp_path):

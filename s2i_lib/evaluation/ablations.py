@@ -1,0 +1,99 @@
+"""The ablations of the paper's Table 1 (and speech against text), trained and evaluated on the same
+data, budget and judges as the full model (``eval.ablations: true``, or ``eval --ablations``).
+
+============================== ======================================================================
+variant                        what changes
+============================== ======================================================================
+w/o dense                      StackGAN-v2 stacking: a stage does not concatenate the previous one's
+                               features (``gan.dense: false``)
+w/o RS                         no relation supervisor (``gan.relation_supervisor: false``)
+w/o SEN                        the speech encoder is not trained: the GAN is conditioned on the
+                               embeddings of a randomly initialised SED (the paper's "w/o SEN")
+text-conditioned               the GAN is conditioned on the text baseline's embeddings of the
+                               written captions (``gan.condition_on: text``)
+============================== ======================================================================
+
+Each variant trains in ``<eval>/ablations/<name>/gan`` (resumable: an interrupted run continues)
+and costs one more ``gan`` step. The text-conditioned model is evaluated on the written test
+captions (no voices, so no colour swap).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..artifacts import atomic_write_json, read_json
+from ..config import Config
+from ..data.layout import ImageRecord, read_dataset
+from ..device import select_device
+from ..gan.step import GENERATOR_FILE, group_by_image, train_gan_step
+from ..gan.trainer import load_generator
+from ..inference import SpeechToImage, load_speech_encoder
+from ..sen.speech_encoder import SpeechEncoder
+from ..sen.training import embed_queries, speech_queries, text_queries
+from ..speech.features import FeatureStore
+
+VARIANTS: dict[str, dict] = {
+    "w/o dense": {"dense": False},
+    "w/o RS": {"relation_supervisor": False},
+    "w/o SEN": {},
+    "text-conditioned": {"condition_on": "text"},
+}
+
+
+def untrained_speech_encoder(cfg: Config, n_mels: int) -> SpeechEncoder:
+    """The SED with its initial weights (seeded), as in the paper's "w/o SEN"."""
+    torch.manual_seed(cfg.seed + 1)
+    return SpeechEncoder.from_config(cfg.sen, n_mels).eval()
+
+
+def utterance_embeddings(encoder: SpeechEncoder, speech_dir: Path, split: str,
+                         records: list[ImageRecord], device: torch.device) -> np.ndarray:
+    """Embeddings of a split's utterances by ``encoder``, in the SEN export's row order."""
+    store = FeatureStore(speech_dir, split)
+    queries = speech_queries(store, {r.key: i for i, r in enumerate(records)})
+    return embed_queries(encoder.to(device), queries, 256, device)
+
+
+def run_ablations(cfg: Config, inputs: dict[str, Path], out_dir: Path, judges, test: list[ImageRecord]) -> dict:
+    from .step import TestQueries, evaluate_model, test_queries
+    device = select_device(cfg.device)
+    index = read_dataset(inputs["data"])
+    train = index.split("train")
+    results = {}
+    for name, change in VARIANTS.items():
+        folder = out_dir / "ablations" / name.replace("/", "").replace(" ", "_")
+        done = folder / "results.json"
+        if done.exists():   # evaluated by an earlier, interrupted run of this step
+            results.update(read_json(done))
+            continue
+        v_cfg = dataclasses.replace(cfg, gan=dataclasses.replace(cfg.gan, **change))
+        speech_encoder = load_speech_encoder(inputs["sen"], device)
+        train_embeddings = None
+        test_emb = np.load(Path(inputs["sen"]) / "embeddings" / "speech_test.npy")
+        if name == "w/o SEN":
+            speech_encoder = untrained_speech_encoder(cfg, speech_encoder.n_mels).to(device)
+            store = FeatureStore(inputs["speech"], "train")
+            wanted = {r.key for r in train}
+            train_embeddings = group_by_image(
+                utterance_embeddings(speech_encoder, inputs["speech"], "train", train, device),
+                [k for k in store.keys if k in wanted], train)
+            test_emb = utterance_embeddings(speech_encoder, inputs["speech"], "test", test, device)
+        print(f"[eval] ablation {name!r}: training its generator in {folder / 'gan'}")
+        train_gan_step(v_cfg, folder / "gan", inputs, embeddings=train_embeddings)
+        s2i = SpeechToImage(speech_encoder, load_generator(folder / "gan" / GENERATOR_FILE, device), v_cfg, device)
+        if name == "text-conditioned":
+            q = text_queries(test, cfg.speech.captions_per_image)
+            groups = {"written captions": TestQueries(
+                np.load(Path(inputs["sen"]) / "embeddings" / "text_test.npy"), q.image_pos, q.caption_index, q.voices)}
+            v_cfg = dataclasses.replace(v_cfg, eval=dataclasses.replace(cfg.eval, colour_swaps=0))
+        else:
+            groups = test_queries(inputs["speech"], test_emb, test)
+        figures = {f"{name}, {g}": f for g, f in
+                   evaluate_model(s2i, groups, judges, test, v_cfg, folder, name).items()}
+        atomic_write_json(done, figures)
+        results.update(figures)
+    return results

@@ -1,0 +1,229 @@
+"""The evaluation's table (in the style of the paper's Table 1) and charts, for the step and notebook 04."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+
+from ..artifacts import atomic_path, atomic_write_json, read_json
+
+# column -> (key in a result, higher is better)
+COLUMNS = {
+    "IS": ("inception_score", True),
+    "FID": ("fid", False),
+    "KID x 1000": ("kid_mean", False),
+    "mAP (paper)": ("mAP", True),
+    "R-precision": ("R-precision", True),
+    "attribute accuracy": ("attribute accuracy", True),
+    "colour swap": ("colour swap", True),
+}
+
+# The paper's Table 1 ([PAGE] in ../shared/reference/s2igan_reference.md, section 12.1): CUB-200 and
+# Oxford-102 at 256 px. NOT comparable with ToyBirds at 64 px: other images, other judges.
+PAPER_TABLE_1 = pd.DataFrame(
+    [["S2IGAN w/o Dense", 8.66, 17.58, 4.19, 13.13, 64.37, 3.68],
+     ["S2IGAN w/o RS", 8.54, 15.59, 4.14, 12.86, 53.24, 3.70],
+     ["S2IGAN w/o SEN", 2.91, 19.56, 3.49, 7.38, 67.60, 2.77],
+     ["S2IGAN end-to-end", 7.38, 21.54, 4.29, 12.47, 51.88, 3.55],
+     ["S2IGAN", 9.04, 14.50, 4.29, 13.40, 48.64, 3.55]],
+    columns=["model", "CUB mAP", "CUB FID", "CUB IS", "Oxford mAP", "Oxford FID", "Oxford IS"]).set_index("model")
+
+
+def _value(figures: dict, key: str):
+    v = figures.get(key)
+    if isinstance(v, dict):   # colour swap: its success rate
+        v = v.get("success")
+    return v
+
+
+def results_table(results: dict) -> pd.DataFrame:
+    """One row per evaluated model and query group, the paper's metrics and ours as columns.
+    mAP is a percentage as in the paper; the others as computed."""
+    rows = {}
+    for name, figures in results.items():
+        row = {col: _value(figures, key) for col, (key, _) in COLUMNS.items()}
+        if row["mAP (paper)"] is not None:
+            row["mAP (paper)"] *= 100
+        if row["KID x 1000"] is not None:
+            row["KID x 1000"] *= 1000
+        rows[name] = row
+    return pd.DataFrame(rows).T.astype(float).round(3)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A pipe table (``DataFrame.to_markdown`` needs the tabulate package, not a dependency)."""
+    head = [table.index.name or ""] + [str(c) for c in table.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in table.iterrows():
+        cells = ["" if pd.isna(v) else (f"{v:.3f}".rstrip("0").rstrip(".") if isinstance(v, float) else str(v))
+                 for v in row]
+        lines.append("| " + " | ".join([str(name)] + cells) + " |")
+    return "\n".join(lines)
+
+
+def write_table(results: dict, out_dir: str | Path) -> pd.DataFrame:
+    """``table.md`` and ``table.json`` (ours, then the paper's for reference) and ``metrics.png``."""
+    out_dir = Path(out_dir)
+    table = results_table(results)
+    arrows = " ".join(f"{c} {'↑' if up else '↓'}" for c, (_, up) in COLUMNS.items())
+    text = ("# Evaluation\n\n" + to_markdown(table) + f"\n\n{arrows}. Empty: does not apply.\n\n"
+            "## For reference only: the paper's Table 1 (CUB-200 / Oxford-102, 256 px)\n\n"
+            "Not comparable with the rows above (other images, resolution and judges).\n\n"
+            + to_markdown(PAPER_TABLE_1) + "\n")
+    with atomic_path(out_dir / "table.md") as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    atomic_write_json(out_dir / "table.json", {"ours": table.to_dict(orient="index"),
+                                               "paper_table_1": PAPER_TABLE_1.to_dict(orient="index")})
+    fig = plot_metrics(table)
+    with atomic_path(out_dir / "metrics.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return table
+
+
+def plot_metrics(table: pd.DataFrame) -> plt.Figure:
+    """One bar chart per metric, one bar per model/group (seaborn)."""
+    long = table.reset_index(names="model").melt(id_vars="model", var_name="metric", value_name="value").dropna()
+    metrics = [c for c in table.columns if c in set(long["metric"])]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics), 3.6), squeeze=False)
+    palette = dict(zip(table.index, sns.color_palette("tab10", len(table.index))))
+    for ax, metric in zip(axes[0], metrics):
+        part = long[long["metric"] == metric]
+        sns.barplot(data=part, x="model", y="value", hue="model", palette=palette, legend=False, ax=ax)
+        up = COLUMNS[metric][1]
+        ax.set(title=f"{metric} {'↑' if up else '↓'}", xlabel="", ylabel="")
+        ax.tick_params(axis="x", rotation=90, labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def load_results(eval_dir: str | Path) -> dict:
+    return read_json(Path(eval_dir) / "results.json")
+
+
+# ------------------------------------------------------------------------------ notebook 04
+def judges_table(eval_dir: str | Path) -> pd.DataFrame:
+    """How good the two judges are on real images they never trained on (the target: >= 95 %)."""
+    judges = load_results(eval_dir)["judges"]
+    rows = {"IS classifier (test classes, held-out real images)":
+            {"accuracy": judges["is_classifier"]["heldout_accuracy"]}}
+    aj = judges.get("attribute_judge")
+    if aj:
+        for name, value in _flat_accuracies(aj).items():
+            rows[f"attribute judge: {name}"] = {"accuracy": value}
+    return pd.DataFrame(rows).T.round(3)
+
+
+def _flat_accuracies(report: dict) -> dict:
+    """The per-attribute accuracies of the attribute judge's report, whatever their nesting."""
+    out = {}
+    for key, value in report.items():
+        if isinstance(value, dict) and "accuracy" in key:
+            for attr, acc in value.items():
+                if isinstance(acc, (int, float)):
+                    out[f"{key}: {attr}"] = acc
+        elif isinstance(value, (int, float)) and "accuracy" in key:
+            out[key] = value
+    return out
+
+
+def fid_examples(real_test: np.ndarray, real_train: np.ndarray, n: int = 200, seed: int = 0) -> pd.DataFrame:
+    """What FID numbers look like: real test images against other real images and against
+    damaged copies of themselves (same TF Inception features as the evaluation)."""
+    from .fid import fid_from_features, inception_features
+    rng = np.random.default_rng(seed)
+    n = min(n, len(real_test), len(real_train))
+    a = real_test[rng.choice(len(real_test), n, replace=False)]
+    b = real_train[rng.choice(len(real_train), n, replace=False)]
+    blurred = torch.nn.functional.avg_pool2d(torch.from_numpy(a).permute(0, 3, 1, 2).float(), 5, 1, 2)
+    blurred = blurred.round().byte().permute(0, 2, 3, 1).numpy()
+    noisy = np.clip(a.astype(np.int16) + rng.normal(0, 40, a.shape), 0, 255).astype(np.uint8)
+    swapped = a[..., ::-1].copy()   # RGB -> BGR: every colour wrong, every shape right
+    ref = inception_features(a)
+    rows = {"other real images (training split)": b, "the same images, blurred (5x5 box)": blurred,
+            "the same images + noise (std 40/255)": noisy, "the same images, colours swapped (RGB->BGR)": swapped}
+    return pd.DataFrame({"FID": {k: fid_from_features(ref, inception_features(v)) for k, v in rows.items()}}).round(1)
+
+
+def load_generated(eval_dir: str | Path, group: str = "training voices") -> dict:
+    with np.load(Path(eval_dir) / f"generated_{_slug(group)}.npz") as f:
+        return {k: f[k] for k in f.files}
+
+
+def _slug(name: str) -> str:
+    from .step import _slug as slug
+    return slug(name)
+
+
+def plot_generated(eval_dir: str | Path, records: list, real: np.ndarray, group: str = "training voices",
+                   n: int = 8, seed: int = 0) -> plt.Figure:
+    """Real test images (top) and the images generated from one of their spoken captions (below)."""
+    g = load_generated(eval_dir, group)
+    pick = np.random.default_rng(seed).choice(len(g["images"]), min(n, len(g["images"])), replace=False)
+    fig, axes = plt.subplots(2, len(pick), figsize=(2.0 * len(pick), 4.6), squeeze=False)
+    for col, i in enumerate(pick):
+        r = records[int(g["image_pos"][i])]
+        axes[0, col].imshow(real[int(g["image_pos"][i])])
+        axes[1, col].imshow(g["images"][i])
+        axes[1, col].set_title("\n".join(_wrap(r.captions[int(g["caption_index"][i])], 26)), fontsize=6)
+    for ax in axes.flat:
+        ax.axis("off")
+    axes[0, 0].set_title("real", fontsize=8, loc="left")
+    fig.tight_layout()
+    return fig
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+    return textwrap.wrap(text, width)
+
+
+def best_and_worst(eval_dir: str | Path, judge, records: list, attribute: str, group: str = "training voices",
+                   k: int = 6) -> plt.Figure:
+    """Generated images whose caption mentions ``attribute``: k the judge finds right (top row) and
+    k it finds wrong (bottom row), titled with what was said and what the judge sees."""
+    g = load_generated(eval_dir, group)
+    said = [records[int(p)].mentions[int(c)].get(attribute) for p, c in zip(g["image_pos"], g["caption_index"])]
+    rows = [i for i, s in enumerate(said) if s is not None]
+    if not rows:
+        raise ValueError(f"no generated image's caption mentions {attribute!r}")
+    seen = judge.predict(g["images"][rows])
+    right = [r for r, p in zip(rows, seen) if p[attribute] == said[r]][:k]
+    wrong = [(r, p[attribute]) for r, p in zip(rows, seen) if p[attribute] != said[r]][:k]
+    fig, axes = plt.subplots(2, k, figsize=(1.7 * k, 4.0), squeeze=False)
+    for col, r in enumerate(right):
+        axes[0, col].imshow(g["images"][r])
+        axes[0, col].set_title(f"said {said[r]}", fontsize=7, color="green")
+    for col, (r, seen_value) in enumerate(wrong):
+        axes[1, col].imshow(g["images"][r])
+        axes[1, col].set_title(f"said {said[r]}\nsees {seen_value}", fontsize=7, color="red")
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle(f"{attribute}: right (top) and wrong (bottom), by the attribute judge", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_colour_swaps(eval_dir: str | Path, group: str = "training voices", n: int = 6) -> plt.Figure:
+    """Pairs of the colour experiment: the caption as said, and with one colour word changed
+    (same voice, same noise); green title = the judge confirms the swap."""
+    path = Path(eval_dir) / f"colour_swap_{_slug(group)}.npz"
+    with np.load(path, allow_pickle=True) as f:   # our own file: the swap records are objects
+        swaps, original, swapped, success = f["swaps"], f["original"], f["swapped"], f["success"]
+    n = min(n, len(swaps))
+    fig, axes = plt.subplots(2, n, figsize=(2.1 * n, 4.8), squeeze=False)
+    for col in range(n):
+        s = swaps[col]
+        axes[0, col].imshow(original[col])
+        axes[0, col].set_title("\n".join(_wrap(s["caption"], 24)), fontsize=6)
+        axes[1, col].imshow(swapped[col])
+        axes[1, col].set_title(f"{s['old']} -> {s['new']} ({s['attribute'].replace('_color', '')})",
+                               fontsize=7, color="green" if success[col] else "red")
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

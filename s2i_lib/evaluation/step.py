@@ -1,0 +1,282 @@
+"""The ``eval`` step: generate the test images from their spoken captions and measure them.
+
+For each group of test queries (captions spoken by the training voices; by the held-out voices) it
+generates one image per utterance (noise row i from ``eval`` seed and i), then measures:
+
+- on **one generated image per test image** (its caption drawn with a fixed seed): FID and KID
+  against the real test images (TF Inception features), the Inception Score under the classifier of
+  the test classes, the paper's mAP (real test images query the generated images, class relevance;
+  2 query images per class and all their captions, as ``mAP_evaluate.py``), R-precision with the SEN;
+- on **every generated image**: attribute accuracy under the attribute judge (toy datasets);
+- the **colour swap**: test captions with one colour word changed, both spoken by the same voice,
+  generated with the same noise; success = the judge sees the new colour on that part and every
+  other mentioned attribute unchanged.
+
+The real test images get the same measurements where they apply (IS, R-precision, attribute
+accuracy): the ceiling each number can reach here. With ``eval.ablations`` the step also trains and
+evaluates the ablated models (``ablations.py``) and puts them in the same table.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..artifacts import atomic_path, atomic_write_json
+from ..config import Config
+from ..data.captions import swap_colour
+from ..data.layout import ImageRecord, read_dataset
+from ..data.torch_datasets import image_cache
+from ..device import select_device
+from ..gan.step import SenImageFeatures
+from ..inference import SpeechToImage
+from ..progress import tqdm
+from ..speech.features import FeatureStore
+
+GROUPS = ("training voices", "held-out voices")
+
+
+@dataclass
+class TestQueries:
+    """The test utterances of one group with their SEN embeddings, in speech-store order."""
+    embeddings: np.ndarray       # (Q, D)
+    image_pos: np.ndarray        # (Q,) position of the utterance's image in the test split
+    caption_index: np.ndarray    # (Q,)
+    voices: list[str]
+
+    def mentions(self, records: list[ImageRecord]) -> list[dict]:
+        return [records[p].mentions[c] for p, c in zip(self.image_pos, self.caption_index)]
+
+    def one_per_image(self, n_images: int, seed: int) -> np.ndarray:
+        """One query per test image (a seeded draw among its captions), in image order."""
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 0xE1]))
+        rows = [[] for _ in range(n_images)]
+        for q, p in enumerate(self.image_pos):
+            rows[p].append(q)
+        missing = [p for p, r in enumerate(rows) if not r]
+        if missing:
+            raise ValueError(f"{len(missing)} test images have no utterance in this group "
+                             f"(e.g. test image {missing[0]})")
+        return np.array([r[int(rng.integers(len(r)))] for r in rows])
+
+
+def test_queries(speech_dir: Path, embeddings: np.ndarray, records: list[ImageRecord]) -> dict[str, TestQueries]:
+    """Split the SEN export of the test utterances (rows in speech-store order) into the groups."""
+    store = FeatureStore(speech_dir, "test")
+    position = {r.key: i for i, r in enumerate(records)}
+    rows = np.array([i for i, k in enumerate(store.keys) if k in position])
+    if len(rows) != len(embeddings):
+        raise ValueError(f"{len(embeddings)} test embeddings for {len(rows)} test utterances: "
+                         f"rebuild the sen step")
+    pos = np.array([position[store.keys[r]] for r in rows])
+    held = store.heldout[rows]
+    out = {}
+    for name, mask in zip(GROUPS, (~held, held)):
+        if mask.any():
+            out[name] = TestQueries(embeddings[mask], pos[mask], store.caption_index[rows][mask],
+                                    [store.voices[r] for r in rows[mask]])
+    return out
+
+
+# ---------------------------------------------------------------------------------- metrics
+class Judges:
+    """Everything that scores images, loaded once: Inception features (FID, mAP), the classifier of
+    the test classes (IS), the SEN image encoder (R-precision), the attribute judge. The two
+    trained judges are cached beside the dataset: they depend only on the real images."""
+
+    def __init__(self, cfg: Config, inputs: dict[str, Path], real: np.ndarray, test: list[ImageRecord],
+                 device: torch.device):
+        from . import attribute_judge, fid
+        from .inception_score import train_is_classifier
+        cache = Path(inputs["data"]) / "cache"
+        size = real.shape[1]
+        self.cfg, self.device = cfg, device
+        self.classes = np.array([r.class_id for r in test])
+        self.real_features = fid.cached_features(real, cache / f"inception_test_{size}.npy", progress=True)
+        self.is_classifier = train_is_classifier(
+            real, self.classes, cfg.seed, cache / f"is_classifier_{size}_seed{cfg.seed}.pt",
+            cache / f"is_features_{size}.npy")
+        self.sen_images = SenImageFeatures(inputs["sen"], cfg).to(device).eval()
+        self.attribute_judge = None
+        if cfg.data.dataset in ("toybirds", "toyflowers"):
+            self.attribute_judge = attribute_judge.train_attribute_judge(
+                cfg.data.dataset, size, cfg.seed, cache / f"attribute_judge_{size}_seed{cfg.seed}.pt",
+                n_images=cfg.eval.judge_images, epochs=cfg.eval.judge_epochs)
+
+    @torch.no_grad()
+    def sen_embeddings(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        from .fid import images_to_model_input
+        out = [self.sen_images(images_to_model_input(images[i:i + batch_size]).to(self.device)).cpu().numpy()
+               for i in range(0, len(images), batch_size)]
+        return np.concatenate(out)
+
+    def report(self) -> dict:
+        return {"is_classifier": self.is_classifier.report,
+                "attribute_judge": self.attribute_judge.report if self.attribute_judge else None}
+
+
+def image_metrics(judges: Judges, images: np.ndarray, queries: TestQueries, one: np.ndarray,
+                  records: list[ImageRecord], cfg: Config, real: bool = False) -> dict:
+    """Every metric of one set of images: ``images[q]`` goes with query q; ``one`` picks one query
+    per test image. With ``real``, ``images`` are the real images (no FID/mAP against themselves)."""
+    from . import attribute_judge, fid
+    from .inception_score import inception_score
+    from .r_precision import r_precision
+    from .retrieval_map import paper_queries, retrieval_map
+    subset = images[one]
+    out: dict = {}
+    if not real:
+        # FID/KID on one image per test image; the paper's mAP: two real images per test class
+        # query the images generated from all of their captions (mAP_evaluate.py)
+        queries_rows = paper_queries(judges.classes)
+        gallery = np.flatnonzero(np.isin(queries.image_pos, queries_rows))
+        rows = np.union1d(one, gallery)
+        feats = fid.inception_features(images[rows], progress=True)
+        at = {q: i for i, q in enumerate(rows.tolist())}
+        out.update(fid.fid_and_kid(judges.real_features, feats[[at[q] for q in one]], seed=cfg.seed))
+        out["mAP"] = retrieval_map(judges.real_features, judges.classes,
+                                                 feats[[at[q] for q in gallery]], queries.image_pos[gallery])["map"]
+    score = inception_score(judges.is_classifier.logits(subset), splits=cfg.eval.is_splits,
+                                            seed=cfg.seed)
+    out.update(inception_score=score["is_mean"], inception_score_std=score["is_std"])
+    out["R-precision"] = r_precision(
+        judges.sen_embeddings(subset), queries.embeddings[one], judges.classes[queries.image_pos[one]],
+        seed=cfg.seed, pool_emb=queries.embeddings, pool_class=judges.classes[queries.image_pos])["r_precision"]
+    if judges.attribute_judge is not None:
+        acc = attribute_judge.attribute_accuracy(judges.attribute_judge.predict(images), queries.mentions(records))
+        out["attribute accuracy"] = acc["overall"]
+        out["attribute accuracy per attribute"] = acc["per_attribute"]
+    return out
+
+
+# ------------------------------------------------------------------------------ colour swap
+def toy_attributes(dataset: str) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """(ATTRIBUTES, COLOR_PARTS) of a toy dataset."""
+    if dataset == "toyflowers":
+        from ..data import toy_flowers as toy
+    else:
+        from ..data import toy_birds as toy
+    return toy.ATTRIBUTES, toy.COLOR_PARTS
+
+
+def colour_swaps(records: list[ImageRecord], captions_per_image: int, dataset: str, n: int,
+                 seed: int) -> list[dict]:
+    """``n`` test captions with one mentioned colour changed to another colour of that part
+    (seeded). Captions where the swap is ambiguous (``swap_colour`` gives None) are skipped."""
+    attributes, colour_parts = toy_attributes(dataset)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC010]))
+    pairs = [(i, c) for i, r in enumerate(records) for c in range(min(captions_per_image, len(r.captions)))]
+    swaps = []
+    for k in rng.permutation(len(pairs)):
+        i, c = pairs[k]
+        mentions = records[i].mentions[c]
+        options = [a for a in colour_parts if a in mentions and mentions[a] != "none"]
+        if not options:
+            continue
+        attr = options[int(rng.integers(len(options)))]
+        values = [v for v in attributes[attr] if v not in (mentions[attr], "none")]
+        new = values[int(rng.integers(len(values)))]
+        text = swap_colour(records[i].captions[c], mentions, attr, new)
+        if text is None:
+            continue
+        swaps.append({"image": int(i), "caption_index": int(c), "attribute": attr, "old": mentions[attr],
+                      "new": new, "caption": records[i].captions[c], "swapped": text,
+                      "mentions": mentions})
+        if len(swaps) == n:
+            break
+    return swaps
+
+
+def swap_voice(voices: list[str]) -> str:
+    """The voice that speaks both captions of a swap: the first eSpeak voice (fast), else the first."""
+    return next((v for v in voices if v.startswith("espeak:")), voices[0])
+
+
+def run_colour_swaps(s2i: SpeechToImage, judge, swaps: list[dict], voice: str, seed: int) -> tuple[dict, dict]:
+    """Speak each caption and its swapped version with ``voice``, generate both with the same noise,
+    and let the judge say whether the named part changed to the new colour (and nothing else
+    mentioned changed). Returns (figures, arrays for the notebook's grid)."""
+    def embed(waves: list[np.ndarray]) -> np.ndarray:
+        feats = [s2i.features(w) for w in waves]
+        return np.concatenate([s2i.embed(feats[i:i + 64]).numpy() for i in range(0, len(feats), 64)])
+
+    # both versions at the rate and pitch of the original, so that only the colour word differs
+    said = [s2i.speak(s["caption"], voice, seed) for s in tqdm(swaps, desc=f"speaking ({voice})", leave=False)]
+    swapped_said = [s2i.speak_with_prosody_of(s["swapped"], voice, s["caption"], seed) for s in swaps]
+    original = s2i.generate_each(embed(said), seed=seed)
+    swapped = s2i.generate_each(embed(swapped_said), seed=seed)   # the same noise, row by row
+    before, after = judge.predict(original), judge.predict(swapped)
+    changed = np.array([a[s["attribute"]] == s["new"] for s, a in zip(swaps, after)])
+    kept = np.array([all(a[k] == v for k, v in s["mentions"].items() if k != s["attribute"])
+                     for s, a in zip(swaps, after)])
+    was_right = np.array([b[s["attribute"]] == s["old"] for s, b in zip(swaps, before)])
+    figures = {"voice": voice, "n": len(swaps), "success": float(np.mean(changed & kept)),
+               "part_took_new_colour": float(changed.mean()), "other_attributes_kept": float(kept.mean()),
+               "part_had_old_colour_before": float(was_right.mean())}
+    return figures, {"original": original, "swapped": swapped, "success": changed & kept}
+
+
+# -------------------------------------------------------------------------------------- step
+def _slug(name: str) -> str:
+    return name.replace(" ", "_").replace("-", "_").replace("(", "").replace(")", "").replace(",", "")
+
+
+def evaluate_model(s2i: SpeechToImage, groups: dict[str, TestQueries], judges: Judges, test: list[ImageRecord],
+                   cfg: Config, out_dir: Path, label: str) -> dict:
+    """Generate every test utterance's image with ``s2i`` and measure it, per group; the images of
+    one caption per test image and the colour-swap pairs are kept in ``out_dir`` for the notebook."""
+    results = {}
+    for name, queries in groups.items():
+        t0 = time.perf_counter()
+        images = s2i.generate_each(queries.embeddings, seed=cfg.seed, progress=f"{label}: generating ({name})")
+        one = queries.one_per_image(len(test), cfg.seed)
+        figures = image_metrics(judges, images, queries, one, test, cfg)
+        if judges.attribute_judge is not None and cfg.eval.colour_swaps > 0:
+            swaps = colour_swaps(test, cfg.speech.captions_per_image, cfg.data.dataset, cfg.eval.colour_swaps, cfg.seed)
+            voices = cfg.speech.voices if name == GROUPS[0] else cfg.speech.heldout_voices
+            figures["colour swap"], arrays = run_colour_swaps(s2i, judges.attribute_judge, swaps, swap_voice(voices), cfg.seed)
+            _save(out_dir / f"colour_swap_{_slug(name)}.npz", swaps=np.array(swaps, dtype=object), **arrays)
+        _save(out_dir / f"generated_{_slug(name)}.npz", images=images[one], query=one,
+              image_pos=queries.image_pos[one], caption_index=queries.caption_index[one])
+        figures["time_s"] = round(time.perf_counter() - t0, 1)
+        results[name] = figures
+    return results
+
+
+def _save(path: Path, **arrays) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+
+
+def evaluate_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
+    """Work function of the ``eval`` step (see ``s2i_lib.pipeline``)."""
+    from .report import results_table, write_table
+    device = select_device(cfg.device)
+    index = read_dataset(inputs["data"])
+    test = index.split("test")
+    size = cfg.gan.stage_sizes[-1]
+    real = image_cache(index, "test", size)
+    emb = np.load(Path(inputs["sen"]) / "embeddings" / "speech_test.npy")
+    groups = test_queries(inputs["speech"], emb, test)
+    judges = Judges(cfg, inputs, real, test, device)
+
+    # the ceiling: the real test images under the same judges
+    ref = groups[GROUPS[0]]
+    results = {"real test images": image_metrics(judges, real[ref.image_pos], ref,
+                                                 ref.one_per_image(len(test), cfg.seed), test, cfg, real=True)}
+    s2i = SpeechToImage.from_dirs(cfg, inputs["sen"], inputs["gan"], device)
+    for group, figures in evaluate_model(s2i, groups, judges, test, cfg, out_dir, "S2IGAN").items():
+        results[f"S2IGAN, {group}"] = figures
+    if cfg.eval.ablations:
+        from .ablations import run_ablations
+        results.update(run_ablations(cfg, inputs, out_dir, judges, test))
+    judge_figures = judges.report()
+    atomic_write_json(out_dir / "results.json", {"results": results, "judges": judge_figures})
+    write_table(results, out_dir)
+    return {"results": results, "judges": judge_figures, "device": str(device)}
