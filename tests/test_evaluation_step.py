@@ -8,12 +8,12 @@ import pytest
 from s2i_lib.data.captions import make_captions
 from s2i_lib.data.toy_birds import class_table
 from s2i_lib.evaluation.report import results_table, to_markdown
-from s2i_lib.evaluation.step import TestQueries, colour_swaps, swap_voice
+from s2i_lib.evaluation.step import QueryGroup, colour_swaps, swap_voice
 
 
 def test_one_query_per_image_is_each_images_own_and_seeded():
     pos = np.array([2, 0, 1, 0, 2, 1, 2])
-    q = TestQueries(np.zeros((7, 4)), pos, np.arange(7), ["v"] * 7)
+    q = QueryGroup(np.zeros((7, 4)), pos, np.arange(7), ["v"] * 7)
     one = q.one_per_image(3, seed=0)
     assert pos[one].tolist() == [0, 1, 2]
     assert one.tolist() == q.one_per_image(3, seed=0).tolist()

@@ -59,7 +59,7 @@ def utterance_embeddings(encoder: SpeechEncoder, speech_dir: Path, split: str,
 
 
 def run_ablations(cfg: Config, inputs: dict[str, Path], out_dir: Path, judges, test: list[ImageRecord]) -> dict:
-    from .step import TestQueries, evaluate_model, test_queries
+    from .step import QueryGroup, evaluate_model, test_queries
     device = select_device(cfg.device)
     index = read_dataset(inputs["data"])
     train = index.split("train")
@@ -87,7 +87,7 @@ def run_ablations(cfg: Config, inputs: dict[str, Path], out_dir: Path, judges, t
         s2i = SpeechToImage(speech_encoder, load_generator(folder / "gan" / GENERATOR_FILE, device), v_cfg, device)
         if name == "text-conditioned":
             q = text_queries(test, cfg.speech.captions_per_image)
-            groups = {"written captions": TestQueries(
+            groups = {"written captions": QueryGroup(
                 np.load(Path(inputs["sen"]) / "embeddings" / "text_test.npy"), q.image_pos, q.caption_index, q.voices)}
             v_cfg = dataclasses.replace(v_cfg, eval=dataclasses.replace(cfg.eval, colour_swaps=0))
         else:

@@ -41,7 +41,7 @@ GROUPS = ("training voices", "held-out voices")
 
 
 @dataclass
-class TestQueries:
+class QueryGroup:
     """The test utterances of one group with their SEN embeddings, in speech-store order."""
     embeddings: np.ndarray       # (Q, D)
     image_pos: np.ndarray        # (Q,) position of the utterance's image in the test split
@@ -64,7 +64,7 @@ class TestQueries:
         return np.array([r[int(rng.integers(len(r)))] for r in rows])
 
 
-def test_queries(speech_dir: Path, embeddings: np.ndarray, records: list[ImageRecord]) -> dict[str, TestQueries]:
+def test_queries(speech_dir: Path, embeddings: np.ndarray, records: list[ImageRecord]) -> dict[str, QueryGroup]:
     """Split the SEN export of the test utterances (rows in speech-store order) into the groups."""
     store = FeatureStore(speech_dir, "test")
     position = {r.key: i for i, r in enumerate(records)}
@@ -77,7 +77,7 @@ def test_queries(speech_dir: Path, embeddings: np.ndarray, records: list[ImageRe
     out = {}
     for name, mask in zip(GROUPS, (~held, held)):
         if mask.any():
-            out[name] = TestQueries(embeddings[mask], pos[mask], store.caption_index[rows][mask],
+            out[name] = QueryGroup(embeddings[mask], pos[mask], store.caption_index[rows][mask],
                                     [store.voices[r] for r in rows[mask]])
     return out
 
@@ -119,7 +119,7 @@ class Judges:
                 "attribute_judge": self.attribute_judge.report if self.attribute_judge else None}
 
 
-def image_metrics(judges: Judges, images: np.ndarray, queries: TestQueries, one: np.ndarray,
+def image_metrics(judges: Judges, images: np.ndarray, queries: QueryGroup, one: np.ndarray,
                   records: list[ImageRecord], cfg: Config, real: bool = False) -> dict:
     """Every metric of one set of images: ``images[q]`` goes with query q; ``one`` picks one query
     per test image. With ``real``, ``images`` are the real images (no FID/mAP against themselves)."""
@@ -225,7 +225,7 @@ def _slug(name: str) -> str:
     return name.replace(" ", "_").replace("-", "_").replace("(", "").replace(")", "").replace(",", "")
 
 
-def evaluate_model(s2i: SpeechToImage, groups: dict[str, TestQueries], judges: Judges, test: list[ImageRecord],
+def evaluate_model(s2i: SpeechToImage, groups: dict[str, QueryGroup], judges: Judges, test: list[ImageRecord],
                    cfg: Config, out_dir: Path, label: str) -> dict:
     """Generate every test utterance's image with ``s2i`` and measure it, per group; the images of
     one caption per test image and the colour-swap pairs are kept in ``out_dir`` for the notebook."""
