@@ -18,7 +18,6 @@ evaluates the ablated models (``ablations.py``) and puts them in the same table.
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,7 +255,7 @@ def _save(path: Path, **arrays) -> None:
 
 def evaluate_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
     """Work function of the ``eval`` step (see ``s2i_lib.pipeline``)."""
-    from .report import results_table, write_table
+    from .report import write_table
     device = select_device(cfg.device)
     index = read_dataset(inputs["data"])
     test = index.split("test")
