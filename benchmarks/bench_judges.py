@@ -1,7 +1,8 @@
 """The two judges of the evaluation: how accurate they are on held-out real images, and what they cost.
 
-    python benchmarks/bench_judges.py                     # default profile: a few minutes on 2 cores
+    python benchmarks/bench_judges.py                     # default profile: ~9 min on one thread
     python benchmarks/bench_judges.py --profile smoke     # a quick check of the script
+    python benchmarks/bench_judges.py --skip is           # the attribute judge only
 
 (a) the attribute judge (``s2i_lib.evaluation.attribute_judge``) of the profile's toy dataset at its
     image size, trained from scratch: accuracy per attribute on held-out rendered images (random
@@ -29,7 +30,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from s2i_lib.artifacts import atomic_write_json, package_versions  # noqa: E402

@@ -7,8 +7,8 @@ count). ``attribute_accuracy`` then scores generated images: the share of the at
 
 A judge is only fair if it is right on real images of the *test* classes, whose attribute
 combinations it never saw. A classifier trained on the training classes learns shortcuts (the
-crown colour that goes with a belly colour in the 150 species): the lead measured ~22 % on crown
-and ~13 % on beak colour of unseen classes. So the judge is trained on freshly rendered images
+crown colour that goes with a belly colour in the 150 species): a small CNN trained on the 150
+training classes reached ~22 % on the crown and ~13 % on the beak colour of unseen classes. So the judge is trained on freshly rendered images
 whose attributes are drawn *independently* (``random_attribute_classes``), through the dataset's
 own renderer at the dataset's image size, with the GAN's augmentation (76/64 resize + random
 crop, flip). It reports its accuracy per attribute on held-out rendered images; the benchmark adds
@@ -18,8 +18,12 @@ Why a CNN written here and not a pretrained network: the judge is task specific,
 that carry the hardest attributes are a few pixels at 64 px (a short beak is ~2 px long), which an
 ImageNet network sees only after a 3.5x upsampling and pools away. The renderer's part masks give
 a second training target: the network segments the parts (an auxiliary loss) and reads each
-colour attribute from the pixels and features *under its own part*, pooled with the predicted
-part probabilities. That is what makes tiny parts learnable in a few minutes on a CPU.
+colour, and the beak length, from the pixels, features and spread *of its own part*, pooled with
+the part's probabilities; in training the heads also read the true masks (teacher forcing), so
+they learn to name a colour before the segmentation is good. Measured (ToyBirds, 64 px, held-out
+rendered images): without these, crown and beak colour stayed at 17 % and 15 % after 24 000
+training images; with the true-mask heads but without the spread, beak length reached 83 %;
+with both, every attribute is at >= 97 % after 24 000 images and >= 99 % after 36 000.
 """
 from __future__ import annotations
 
@@ -41,13 +45,19 @@ from ..data.toy_common import ToyClass
 from ..data.torch_datasets import load_size_for
 from ..progress import tqdm
 
-FORMAT = 1
+FORMAT = 2   # 2: parts read for shapes too (read_parts), lighter segmentation head
 
 # Pairs of attributes the renderer (and the class tables) keep different: wing bars must be visible
 # on the wing, a flower's centre must stand out from its petals.
 MUST_DIFFER: dict[str, tuple[tuple[str, str], ...]] = {
     "toybirds": (("wing_bars", "wing_color"),),
     "toyflowers": (("center_color", "petal_color"),),
+}
+# Shape attributes are read from a part too (its features and its spread: a long beak is a long
+# thin beak mask, whose area alone a large bird's short beak can match).
+SHAPE_PARTS: dict[str, dict[str, str]] = {
+    "toybirds": {"beak_length": "beak"},
+    "toyflowers": {"petal_count": "petals", "petal_shape": "petals", "bloom_count": "center"},
 }
 # Masks that are unions of other parts, left out of the part label map.
 _UNION_MASKS = {"bird", "flower"}
@@ -71,6 +81,11 @@ def random_attribute_classes(dataset: str, n: int, seed: int, id_offset: int = T
                 break
         classes.append(ToyClass(id=id_offset + i, name=f"random_{id_offset + i}", split="train", attributes=a))
     return classes
+
+
+def read_parts(dataset: str) -> dict[str, str]:
+    """Attribute -> the part the judge reads it from: the colours (``COLOR_PARTS``) and some shapes."""
+    return {**toy_module(dataset).COLOR_PARTS, **SHAPE_PARTS[dataset]}
 
 
 def part_names(dataset: str) -> list[str]:
@@ -121,26 +136,27 @@ class AttributeJudgeNet(nn.Module):
     """Part segmentation + one classifier per attribute.
 
     Encoder at 1, 1/2, 1/4, 1/8 of the image size; the deeper maps are upsampled to 1/2 and fused
-    (a small U-Net), and the parts are segmented at full resolution from the fused maps and the
-    first layer's. Every attribute head sees the global average and max of the deepest map and the
-    share of the image each part covers; a colour attribute's head also sees the fused features and
-    the mean RGB pooled under *its* part (``COLOR_PARTS``): a short beak is ~2 px at 64 px, and its
-    colour is lost in any global pooling.
+    (a small U-Net); the parts are segmented at 1/2 resolution from the fused maps and sharpened at
+    full resolution by the first layer's. Every attribute head sees the global average and max of
+    the deepest map and the share of the image each part covers; the head of an attribute read from
+    a part (``read_parts``: the colours, and shapes such as beak length) also sees the fused
+    features, the mean RGB and the spread (second moments) of *that* part, pooled with its weights:
+    a short beak is ~2 px at 64 px, and its colour is lost in any global pooling.
 
     ``forward(x, part_weights)``: the parts are the predicted probabilities, or, in training, the
     true part masks (one-hot (B, P + 1, S, S)): the heads then learn to name a part's colour
     while the segmentation is still poor (teacher forcing).
     """
 
-    def __init__(self, attributes: dict[str, list[str]], color_parts: dict[str, str], parts: list[str],
-                 width: int = 16):
+    def __init__(self, attributes: dict[str, list[str]], read_parts: dict[str, str], parts: list[str],
+                 width: int = 8):
         super().__init__()
         self.attributes = {k: list(v) for k, v in attributes.items()}
-        self.color_parts = dict(color_parts)
+        self.read_parts = dict(read_parts)
         self.parts = list(parts)
-        for attr, part in self.color_parts.items():
+        for attr, part in self.read_parts.items():
             if part not in self.parts:
-                raise ValueError(f"colour attribute {attr!r} reads part {part!r}, which is not among {self.parts}")
+                raise ValueError(f"attribute {attr!r} reads part {part!r}, which is not among {self.parts}")
         c = width
         self.width = width
         self.enc1 = _conv(3, c)                                             # 1
@@ -150,14 +166,15 @@ class AttributeJudgeNet(nn.Module):
         fused = 4 * c
         self.fuse = nn.Sequential(nn.Conv2d(2 * c + 4 * c + 8 * c, fused, 1, bias=False),
                                   nn.BatchNorm2d(fused), nn.ReLU(inplace=True))
-        self.seg = nn.Sequential(nn.Conv2d(c + fused, 2 * c, 3, 1, 1), nn.ReLU(inplace=True),
-                                 nn.Conv2d(2 * c, len(self.parts) + 1, 1))
-        self._color_attrs = [a for a in self.attributes if a in self.color_parts]
-        self._color_channels = [self.parts.index(self.color_parts[a]) + 1 for a in self._color_attrs]
+        # upsampling P + 1 part logits costs far less than upsampling the fused maps
+        self.seg = nn.Conv2d(fused, len(self.parts) + 1, 1)
+        self.seg_detail = nn.Conv2d(c, len(self.parts) + 1, 3, 1, 1)
+        self._read_attrs = [a for a in self.attributes if a in self.read_parts]
+        self._read_channels = [self.parts.index(self.read_parts[a]) + 1 for a in self._read_attrs]
         global_dim = 2 * 8 * c + len(self.parts) + 1
         self.heads = nn.ModuleDict({
             attr: nn.Sequential(
-                nn.Linear(global_dim + (fused + 3 if attr in self.color_parts else 0), 64), nn.ReLU(inplace=True),
+                nn.Linear(global_dim + (fused + 6 if attr in self.read_parts else 0), 64), nn.ReLU(inplace=True),
                 nn.Linear(64, len(values)))
             for attr, values in self.attributes.items()})
 
@@ -176,23 +193,32 @@ class AttributeJudgeNet(nn.Module):
         half = e2.shape[-2:]
         f = self.fuse(torch.cat([e2, F.interpolate(e3, size=half, mode="bilinear", align_corners=False),
                                  F.interpolate(e4, size=half, mode="bilinear", align_corners=False)], 1))
-        seg = self.seg(torch.cat([e1, F.interpolate(f, size=x.shape[-2:], mode="bilinear", align_corners=False)], 1))
+        seg = F.interpolate(self.seg(f), size=x.shape[-2:], mode="bilinear", align_corners=False) + self.seg_detail(e1)
         return e4, f, seg
 
     def classify(self, x: torch.Tensor, e4: torch.Tensor, f: torch.Tensor, parts: torch.Tensor
                  ) -> dict[str, torch.Tensor]:
         """The heads, given part weights ``parts`` (B, P + 1, S, S)."""
         glob = torch.cat([e4.mean(dim=(2, 3)), e4.amax(dim=(2, 3)), torch.log(parts.mean(dim=(2, 3)) + 1e-4)], 1)
-        w = parts[:, self._color_channels]                                 # (B, A, S, S)
-        part_rgb = torch.einsum("bchw,bahw->bac", x, w) / (w.sum(dim=(2, 3))[..., None] + 1e-3)
+        w = parts[:, self._read_channels]                                  # (B, A, S, S)
+        norm = w.sum(dim=(2, 3))[..., None] + 1e-3
+        part_rgb = torch.einsum("bchw,bahw->bac", x, w) / norm
+        # the part's spread: variances and covariance of its pixel coordinates (in [-1, 1])
+        s = x.shape[-1]
+        u = torch.linspace(-1, 1, s, device=x.device)
+        xy = torch.stack([u[None, :].expand(s, s), u[:, None].expand(s, s)])
+        quad = torch.stack([xy[0] * xy[0], xy[1] * xy[1], xy[0] * xy[1]])
+        mean = torch.einsum("chw,bahw->bac", xy, w) / norm
+        second = torch.einsum("chw,bahw->bac", quad, w) / norm
+        spread = 10 * (second - torch.stack([mean[..., 0] ** 2, mean[..., 1] ** 2, mean[..., 0] * mean[..., 1]], -1))
         w = F.avg_pool2d(w, x.shape[-1] // f.shape[-1])
         part_f = torch.einsum("bchw,bahw->bac", f, w) / (w.sum(dim=(2, 3))[..., None] + 1e-3)
         out = {}
         for attr, head in self.heads.items():
             feats = [glob]
-            if attr in self.color_parts:
-                a = self._color_attrs.index(attr)
-                feats += [part_f[:, a], part_rgb[:, a]]
+            if attr in self.read_parts:
+                a = self._read_attrs.index(attr)
+                feats += [part_f[:, a], part_rgb[:, a], spread[:, a]]
             out[attr] = head(torch.cat(feats, 1))
         return out
 
@@ -231,10 +257,10 @@ class AttributeJudge:
         self.net.eval()
         out: list[dict[str, str]] = []
         for i in range(0, len(images), batch_size):
-            logits, _ = self.net(_to_input(images[i:i + batch_size]))
-            idx = {a: l.argmax(1).tolist() for a, l in logits.items()}
-            for j in range(len(next(iter(idx.values())))):
-                out.append({a: self.net.attributes[a][idx[a][j]] for a in idx})
+            batch = images[i:i + batch_size]
+            logits, _ = self.net(_to_input(batch))
+            best = {a: l.argmax(1).tolist() for a, l in logits.items()}
+            out += [{a: self.net.attributes[a][best[a][j]] for a in best} for j in range(len(batch))]
         return out
 
     def accuracy(self, images_uint8: np.ndarray, attributes: Sequence[dict]) -> dict[str, Any]:
@@ -329,16 +355,21 @@ def _request(dataset: str, image_size: int, seed: int, n_images: int, epochs: in
 
 
 def train_attribute_judge(dataset: str, image_size: int, seed: int, out_path: str | os.PathLike,
-                          n_images: int = 12000, epochs: int = 6, n_heldout: int = 1000, width: int = 16,
-                          batch_size: int = 64, lr: float = 3e-3, seg_weight: float = 1.0,
+                          n_images: int = 4000, epochs: int = 10, n_heldout: int = 1000, width: int = 8,
+                          batch_size: int = 64, lr: float = 6e-3, seg_weight: float = 1.0,
                           workers: int | None = None, progress: bool = True) -> AttributeJudge:
     """The attribute judge of a toy dataset at ``image_size``, trained once and cached in
     ``out_path`` (written atomically; a file trained with the same arguments is loaded instead).
 
     Renders ``n_images`` random attribute combinations for training and ``n_heldout`` others for
-    the report, trains for ``epochs`` (AdamW, one-cycle learning rate, attribute cross-entropies
-    + ``seg_weight`` x the part segmentation cross-entropy). Deterministic given ``seed`` (and the
-    number of threads). ``judge.report``: per-attribute held-out accuracy, timings, sizes."""
+    the report, trains for ``epochs`` (AdamW, one-cycle learning rate; the attribute
+    cross-entropies of the heads on the predicted parts and on the true part masks, plus
+    ``seg_weight`` x the part segmentation cross-entropy). Deterministic given ``seed`` (and the
+    number of threads). ``judge.report``: per-attribute held-out accuracy, timings, sizes.
+
+    Cost on ToyBirds at 64 px, measured by ``benchmarks/bench_judges.py`` on one thread: the
+    defaults (4000 images x 10 epochs) took 280 s (21 s rendering, 257 s training), and the judge
+    was >= 99 % right on every attribute of held-out rendered and real test-split images."""
     if dataset not in TOY_DATASETS:
         raise ValueError(f"the attribute judge needs a toy dataset ({', '.join(TOY_DATASETS)}), got "
                          f"{dataset!r}: real datasets have no ground-truth attributes")
@@ -373,7 +404,7 @@ def train_attribute_judge(dataset: str, image_size: int, seed: int, out_path: st
     t1, c1 = time.perf_counter(), _cpu_seconds()
     torch.manual_seed(seed)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x7D6E]))
-    net = AttributeJudgeNet(attributes, module.COLOR_PARTS, parts, width)
+    net = AttributeJudgeNet(attributes, read_parts(dataset), parts, width)
     targets = _targets(train_cls, attributes)
     big_i, big_l = _resize_set(images, labels, load_size_for(image_size))
     images_t = torch.from_numpy(images).permute(0, 3, 1, 2)
@@ -417,14 +448,14 @@ def train_attribute_judge(dataset: str, image_size: int, seed: int, out_path: st
               "heldout_rendered": held}
     with atomic_path(out_path) as tmp:
         torch.save({"request": request, "state_dict": net.state_dict(), "attributes": attributes,
-                    "color_parts": dict(module.COLOR_PARTS), "parts": parts, "report": report}, tmp)
+                    "read_parts": read_parts(dataset), "parts": parts, "report": report}, tmp)
     return AttributeJudge(net, dataset, image_size, report)
 
 
 def _judge_from_state(state: dict, path: Path) -> AttributeJudge:
     try:
         req = state["request"]
-        net = AttributeJudgeNet(state["attributes"], state["color_parts"], state["parts"], req["width"])
+        net = AttributeJudgeNet(state["attributes"], state["read_parts"], state["parts"], req["width"])
         net.load_state_dict(state["state_dict"])
         return AttributeJudge(net, req["dataset"], req["image_size"], state["report"])
     except (KeyError, TypeError, RuntimeError) as e:
