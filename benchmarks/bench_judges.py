@@ -51,7 +51,8 @@ def load_average() -> list[float]:
 
 def fresh(path: Path) -> Path:
     """A judge file is a cache: remove it so that the benchmark measures the training."""
-    for p in (path, path.with_suffix(".json")):
+    centre = path.with_name(path.stem + "_heldout_centre.npy")   # the IS classifier's second cache
+    for p in (path, path.with_suffix(".json"), centre, centre.with_suffix(".json")):
         p.unlink(missing_ok=True)
     return path
 

@@ -37,7 +37,7 @@ from ..sen.backbones import (FrozenBackbone, _images_fingerprint, augmented_view
                              load_backbone, view_params)
 
 CLASSIFIER_BACKBONE = "efficientnet_lite0"
-FORMAT = 1
+FORMAT = 2   # 2: held-out images get their centre view only
 
 
 def inception_score(logits: Any, splits: int = 10, seed: int | None = 0) -> dict[str, float]:
@@ -166,7 +166,9 @@ def train_is_classifier(images_uint8: np.ndarray, class_ids: Sequence[int], seed
     ``images_uint8`` (N, S, S, 3) and ``class_ids`` (N,): the real images of the test split.
     ``heldout_split`` keeps the first ``train_fraction`` of each class for training; every view
     (``n_views``: the centre crop + random crops and flips, cached in ``feature_cache`` .npy) of
-    those trains the linear head (full batch, AdamW, ``steps``, label smoothing), seeded by
+    those trains the linear head; the held-out images are scored on their centre view only, so
+    only that view is computed for them (``<feature_cache>_heldout_centre.npy``): 3500 backbone
+    passes instead of 6000 for 1000 images (full batch, AdamW, ``steps``, label smoothing), seeded by
     ``seed``. ``report``: held-out accuracy (centre view) with the counts per split.
     ``input_size``: the backbone's input side; 224 is EfficientNet's own and measured clearly
     better than 128 on 64 px toy birds (held-out accuracy ~95 % vs ~80 %)."""
@@ -193,12 +195,20 @@ def train_is_classifier(images_uint8: np.ndarray, class_ids: Sequence[int], seed
 
     t0 = time.perf_counter()
     backbone = _configured_backbone(CLASSIFIER_BACKBONE, input_size)
-    feats = np.asarray(cache_backbone_features(CLASSIFIER_BACKBONE, images, n_views, seed, feature_cache,
-                                               backbone=backbone, progress=progress), dtype=np.float32)
+    feature_cache = Path(feature_cache)
+    train_feats = np.asarray(cache_backbone_features(CLASSIFIER_BACKBONE, images[train], n_views, seed,
+                                                     feature_cache, backbone=backbone, progress=progress),
+                             dtype=np.float32)
+    held_feats = np.asarray(cache_backbone_features(
+        CLASSIFIER_BACKBONE, images[~train], 1, seed,
+        feature_cache.with_name(feature_cache.stem + "_heldout_centre.npy"), backbone=backbone,
+        progress=progress), dtype=np.float32)
+    centre = np.empty((len(images), train_feats.shape[-1]), dtype=np.float32)   # view 0 = the centre crop
+    centre[train], centre[~train] = train_feats[:, 0], held_feats[:, 0]
     features_s = time.perf_counter() - t0
     classes = np.unique(class_ids)
     y = torch.from_numpy(np.searchsorted(classes, class_ids))
-    x_train = torch.from_numpy(feats[train].reshape(-1, feats.shape[-1]))
+    x_train = torch.from_numpy(train_feats.reshape(-1, train_feats.shape[-1]))
     y_train = y[train].repeat_interleave(n_views)
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6
 
@@ -214,7 +224,7 @@ def train_is_classifier(images_uint8: np.ndarray, class_ids: Sequence[int], seed
         opt.step()
     clf.eval()
     with torch.no_grad():
-        pred = clf.logits_from_features(feats[:, 0]).argmax(1)
+        pred = clf.logits_from_features(centre).argmax(1)
     correct = (pred == y).numpy()
     per_class_train = np.bincount(y[train].numpy(), minlength=len(classes))
     per_class_held = np.bincount(y[~train].numpy(), minlength=len(classes))
