@@ -141,17 +141,18 @@ class SpeechToImage:
 
     @torch.no_grad()
     def generate_each(self, embeddings: torch.Tensor | np.ndarray, seed: int = 0, batch_size: int = 64,
-                      progress: str | None = None) -> np.ndarray:
+                      progress: str | bool | None = None) -> np.ndarray:
         """One image per embedding with its own noise, uint8 (B, S, S, 3) at the last stage: how test
         images are generated for evaluation. Noise row i depends only on ``seed`` and i, so the same
-        embeddings in the same order give the same images, in any batch size."""
+        embeddings in the same order give the same images, in any batch size. ``progress``: a bar
+        label (or True for "generating"); None or False: no bar."""
         from .progress import tqdm
         emb = torch.as_tensor(np.asarray(embeddings), dtype=torch.float32)
         z, eps = noise(len(emb), self.generator.z_dim, self.generator.ca.cond_dim, seed)
         size = self.generator.stage_sizes[-1]
         out = np.empty((len(emb), size, size, 3), np.uint8)
-        for start in tqdm(range(0, len(emb), batch_size), desc=progress or "generating",
-                          disable=progress is None):
+        for start in tqdm(range(0, len(emb), batch_size),
+                          desc=progress if isinstance(progress, str) else "generating", disable=not progress):
             sl = slice(start, start + batch_size)
             images, _, _ = self.generator(z[sl].to(self.device), emb[sl].to(self.device), eps[sl].to(self.device))
             out[sl] = to_uint8(images[-1])

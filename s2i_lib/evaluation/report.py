@@ -227,3 +227,47 @@ def plot_colour_swaps(eval_dir: str | Path, group: str = "training voices", n: i
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def embedding_or_generator(cfg, runs_dir: str | Path | None = None, n: int = 500) -> pd.DataFrame:
+    """Where a mentioned attribute gets lost, per attribute (training voices):
+
+    - ``in the speech embedding``: ``sen.report.mention_probe`` of the SEN speech embeddings, fit on
+      the training captions, scored on the test captions (unseen species). If this is low, the
+      embedding does not carry the attribute and no generator can draw it.
+    - ``drawn, training captions`` / ``drawn, test captions``: the attribute judge's accuracy on
+      images generated from ``n`` captions of each split (seeded draw). Low on both while the probe
+      is high: the generator is the limit. High on training captions only: it does not generalise
+      to unseen species.
+    - ``chance``: one over the number of values of the attribute.
+    """
+    from .. import pipeline
+    from ..data.layout import read_dataset
+    from ..inference import SpeechToImage
+    from ..sen.report import mention_probe
+    from .attribute_judge import attribute_accuracy, load_attribute_judge
+    from .step import GROUPS, test_queries, toy_attributes
+
+    dirs = {s: pipeline.step_dir(s, cfg, runs_dir) for s in ("data", "speech", "sen")}
+    index = read_dataset(dirs["data"])
+    size = cfg.gan.stage_sizes[-1]
+    judge = load_attribute_judge(Path(dirs["data"]) / "cache" / f"attribute_judge_{size}_seed{cfg.seed}.pt")
+    s2i = SpeechToImage.from_runs(cfg, runs_dir)
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0x10C]))
+    emb, mentions, drawn = {}, {}, {}
+    for split in ("train", "test"):
+        records = index.split(split)
+        group = test_queries(dirs["speech"], np.load(Path(dirs["sen"]) / "embeddings" / f"speech_{split}.npy"),
+                             records, split)[GROUPS[0]]
+        emb[split], mentions[split] = group.embeddings, group.mentions(records)
+        pick = rng.choice(len(group.embeddings), min(n, len(group.embeddings)), replace=False)
+        images = s2i.generate_each(group.embeddings[pick], seed=cfg.seed)
+        drawn[split] = attribute_accuracy(judge.predict(images), [mentions[split][i] for i in pick])["per_attribute"]
+    table = pd.DataFrame({
+        "in the speech embedding": mention_probe(emb["train"], mentions["train"], emb["test"], mentions["test"]),
+        "drawn, training captions": pd.Series(drawn["train"]),
+        "drawn, test captions": pd.Series(drawn["test"]),
+    })
+    attributes, _ = toy_attributes(cfg.data.dataset)
+    table["chance"] = [1 / len(attributes[a]) for a in table.index]
+    return table.round(3)

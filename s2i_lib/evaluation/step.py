@@ -63,13 +63,15 @@ class QueryGroup:
         return np.array([r[int(rng.integers(len(r)))] for r in rows])
 
 
-def test_queries(speech_dir: Path, embeddings: np.ndarray, records: list[ImageRecord]) -> dict[str, QueryGroup]:
-    """Split the SEN export of the test utterances (rows in speech-store order) into the groups."""
-    store = FeatureStore(speech_dir, "test")
+def test_queries(speech_dir: Path, embeddings: np.ndarray, records: list[ImageRecord],
+                 split: str = "test") -> dict[str, QueryGroup]:
+    """Split the SEN export of a split's utterances (rows in speech-store order; ``records``: that
+    split's images) into the voice groups."""
+    store = FeatureStore(speech_dir, split)
     position = {r.key: i for i, r in enumerate(records)}
     rows = np.array([i for i, k in enumerate(store.keys) if k in position])
     if len(rows) != len(embeddings):
-        raise ValueError(f"{len(embeddings)} test embeddings for {len(rows)} test utterances: "
+        raise ValueError(f"{len(embeddings)} {split} embeddings for {len(rows)} {split} utterances: "
                          f"rebuild the sen step")
     pos = np.array([position[store.keys[r]] for r in rows])
     held = store.heldout[rows]

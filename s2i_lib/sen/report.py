@@ -1,6 +1,7 @@
 """Tables and plots of a trained SEN for notebook 02."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -123,36 +124,60 @@ def plot_similarity(emb: TestEmbeddings, n_images: int = 30) -> plt.Figure:
     return fig
 
 
-def attribute_probe(train_features: np.ndarray, train_records: list, test_features: np.ndarray,
-                    test_records: list, steps: int = 200, seed: int = 0) -> pd.Series:
-    """How well each attribute can be read off image features of UNSEEN species: one linear
-    classifier per attribute (softmax regression on standardised features, full-batch Adam), fit on
-    the training images and scored on the test images. An upper bound, in spirit, on what a
-    retrieval through a linear projection of these features can get right about that attribute.
+def linear_probe(x_train: np.ndarray, y_train: Sequence, x_test: np.ndarray, y_test: Sequence,
+                 steps: int = 200, lr: float = 1e-3, seed: int = 0) -> float:
+    """Test accuracy of a linear classifier (softmax regression on standardised features,
+    full-batch Adam) fit on (``x_train``, ``y_train``); labels are any hashable values.
 
     Written by hand (a few lines of torch) because scikit-learn is not a dependency."""
     import torch
     import torch.nn.functional as F
 
-    g = torch.Generator().manual_seed(seed)
-    x_tr = torch.as_tensor(np.asarray(train_features, dtype=np.float32))
-    x_te = torch.as_tensor(np.asarray(test_features, dtype=np.float32))
+    values = sorted({str(v) for v in list(y_train) + list(y_test)})
+    y_tr = torch.tensor([values.index(str(v)) for v in y_train])
+    y_te = torch.tensor([values.index(str(v)) for v in y_test])
+    x_tr = torch.as_tensor(np.asarray(x_train, dtype=np.float32))
+    x_te = torch.as_tensor(np.asarray(x_test, dtype=np.float32))
     mean, std = x_tr.mean(0), x_tr.std(0) + 1e-6
     x_tr, x_te = (x_tr - mean) / std, (x_te - mean) / std
+    g = torch.Generator().manual_seed(seed)
+    w = (torch.randn(x_tr.shape[1], len(values), generator=g) * 0.01).requires_grad_()
+    b = torch.zeros(len(values), requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=lr, weight_decay=1e-3)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.cross_entropy(x_tr @ w + b, y_tr).backward()
+        opt.step()
+    with torch.no_grad():
+        return float(((x_te @ w + b).argmax(1) == y_te).float().mean())
+
+
+def attribute_probe(train_features: np.ndarray, train_records: list, test_features: np.ndarray,
+                    test_records: list, steps: int = 200, seed: int = 0) -> pd.Series:
+    """How well each attribute can be read off image features of UNSEEN species: one
+    ``linear_probe`` per attribute, fit on the training images and scored on the test images. An
+    upper bound, in spirit, on what a retrieval through a linear projection of these features can
+    get right about that attribute."""
+    accuracy = {attr: linear_probe(train_features, [r.attributes[attr] for r in train_records], test_features,
+                                   [r.attributes[attr] for r in test_records], steps=steps, seed=seed)
+                for attr in sorted(train_records[0].attributes)}
+    return pd.Series(accuracy, name="test accuracy")
+
+
+def mention_probe(train_embeddings: np.ndarray, train_mentions: list[dict], test_embeddings: np.ndarray,
+                  test_mentions: list[dict], steps: int = 500, lr: float = 1e-2, seed: int = 0) -> pd.Series:
+    """How well each attribute a caption MENTIONS can be read off its embedding: per attribute, a
+    ``linear_probe`` fit on the training captions that mention it and scored on the test captions
+    that mention it. Captions that do not mention an attribute carry no information about it, so
+    they are left out (an ``attribute_probe`` of caption embeddings would count them as errors)."""
     accuracy = {}
-    for attr in sorted(train_records[0].attributes):
-        values = sorted({str(r.attributes[attr]) for r in train_records + test_records})
-        y_tr = torch.tensor([values.index(str(r.attributes[attr])) for r in train_records])
-        y_te = torch.tensor([values.index(str(r.attributes[attr])) for r in test_records])
-        w = (torch.randn(x_tr.shape[1], len(values), generator=g) * 0.01).requires_grad_()
-        b = torch.zeros(len(values), requires_grad=True)
-        opt = torch.optim.Adam([w, b], lr=1e-3, weight_decay=1e-3)
-        for _ in range(steps):
-            opt.zero_grad()
-            F.cross_entropy(x_tr @ w + b, y_tr).backward()
-            opt.step()
-        with torch.no_grad():
-            accuracy[attr] = float(((x_te @ w + b).argmax(1) == y_te).float().mean())
+    for attr in sorted({a for m in train_mentions for a in (m or {})}):
+        tr = [i for i, m in enumerate(train_mentions) if attr in (m or {})]
+        te = [i for i, m in enumerate(test_mentions) if attr in (m or {})]
+        if tr and te:
+            accuracy[attr] = linear_probe(train_embeddings[tr], [train_mentions[i][attr] for i in tr],
+                                          test_embeddings[te], [test_mentions[i][attr] for i in te],
+                                          steps=steps, lr=lr, seed=seed)
     return pd.Series(accuracy, name="test accuracy")
 
 
