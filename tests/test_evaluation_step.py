@@ -8,7 +8,7 @@ import pytest
 from s2i_lib.data.captions import make_captions
 from s2i_lib.data.toy_birds import class_table
 from s2i_lib.evaluation.report import results_table, to_markdown
-from s2i_lib.evaluation.step import QueryGroup, colour_swaps, swap_voice
+from s2i_lib.evaluation.step import QueryGroup, colour_swaps, map_gallery, swap_voice
 
 
 def test_one_query_per_image_is_each_images_own_and_seeded():
@@ -55,3 +55,12 @@ def test_results_table_scales_like_the_paper_and_leaves_gaps():
     assert math.isnan(table.loc["real", "FID"])
     md = to_markdown(table)
     assert md.splitlines()[2].startswith("| model | 3.2 | 41 | 12 | 9.04 |") and "| real | 4 |  |" in md
+
+
+def test_map_gallery_takes_each_caption_of_the_query_images_once():
+    # 3 images x 2 captions, each caption said by two voices (rows interleaved by voice)
+    image_pos = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2])
+    caption = np.array([0, 0, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1])
+    rows = map_gallery(image_pos, caption, np.array([0, 2]))
+    assert rows.tolist() == [0, 2, 8, 10]          # the first utterance of each caption, in order
+    assert map_gallery(image_pos, caption, np.array([], dtype=int)).tolist() == []

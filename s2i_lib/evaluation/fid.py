@@ -36,7 +36,10 @@ FEATURE_DIM = 2048
 
 def images_to_model_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """(N, H, W, 3) uint8 (0..255) or float in [-1, 1] -> float (N, 3, H, W) in [-1, 1]."""
-    x = torch.as_tensor(np.asarray(images))
+    if isinstance(images, torch.Tensor):
+        x = images
+    else:   # a copy: a memory-mapped cache is read-only, which torch tensors cannot share
+        x = torch.from_numpy(np.array(images))
     if x.dim() != 4 or x.shape[-1] != 3:
         raise ValueError(f"images must be (N, H, W, 3), got shape {tuple(x.shape)}")
     if x.dtype == torch.uint8:

@@ -120,6 +120,15 @@ class Judges:
                 "attribute_judge": self.attribute_judge.report if self.attribute_judge else None}
 
 
+def map_gallery(image_pos: np.ndarray, caption_index: np.ndarray, query_images: np.ndarray) -> np.ndarray:
+    """The utterances whose generated images the mAP queries search: those of the query images,
+    each caption once (its first utterance). The held-out voices say every test caption twice; the
+    two groups' mAPs compare only over galleries of the same captions (and it halves that cost)."""
+    rows = np.flatnonzero(np.isin(image_pos, query_images))
+    _, first = np.unique(np.stack([image_pos[rows], caption_index[rows]]), axis=1, return_index=True)
+    return rows[np.sort(first)]
+
+
 def image_metrics(judges: Judges, images: np.ndarray, queries: QueryGroup, one: np.ndarray,
                   records: list[ImageRecord], cfg: Config, real: bool = False) -> dict:
     """Every metric of one set of images: ``images[q]`` goes with query q; ``one`` picks one query
@@ -134,7 +143,7 @@ def image_metrics(judges: Judges, images: np.ndarray, queries: QueryGroup, one: 
         # FID/KID on one image per test image; the paper's mAP: two real images per test class
         # query the images generated from all of their captions (mAP_evaluate.py)
         queries_rows = paper_queries(judges.classes)
-        gallery = np.flatnonzero(np.isin(queries.image_pos, queries_rows))
+        gallery = map_gallery(queries.image_pos, queries.caption_index, queries_rows)
         rows = np.union1d(one, gallery)
         feats = fid.inception_features(images[rows], progress=True)
         at = {q: i for i, q in enumerate(rows.tolist())}
