@@ -166,10 +166,11 @@ def train_is_classifier(images_uint8: np.ndarray, class_ids: Sequence[int], seed
     ``images_uint8`` (N, S, S, 3) and ``class_ids`` (N,): the real images of the test split.
     ``heldout_split`` keeps the first ``train_fraction`` of each class for training; every view
     (``n_views``: the centre crop + random crops and flips, cached in ``feature_cache`` .npy) of
-    those trains the linear head; the held-out images are scored on their centre view only, so
-    only that view is computed for them (``<feature_cache>_heldout_centre.npy``): 3500 backbone
-    passes instead of 6000 for 1000 images (full batch, AdamW, ``steps``, label smoothing), seeded by
-    ``seed``. ``report``: held-out accuracy (centre view) with the counts per split.
+    those trains the linear head (full batch, AdamW, ``steps``, label smoothing), seeded by
+    ``seed``. The held-out images are scored on their centre view only, so only that view is
+    computed for them (cached in ``<feature_cache>_heldout_centre.npy``): 3500 backbone passes
+    instead of 6000 for 1000 images. ``report``: held-out accuracy (centre view) with the counts
+    per split.
     ``input_size``: the backbone's input side; 224 is EfficientNet's own and measured clearly
     better than 128 on 64 px toy birds (held-out accuracy ~95 % vs ~80 %)."""
     images = np.asarray(images_uint8) if not isinstance(images_uint8, np.ndarray) else images_uint8
