@@ -6,7 +6,8 @@
 
 (a) the attribute judge (``s2i_lib.evaluation.attribute_judge``) of the profile's toy dataset at its
     image size, trained from scratch: accuracy per attribute on held-out rendered images (random
-    attribute combinations) and on the dataset's real test-split images (unseen species);
+    attribute combinations) and on the dataset's real test-split images (unseen species), clean and
+    degraded as generated images are (blur, half resolution, noise);
 (b) the IS classifier (``s2i_lib.evaluation.inception_score``) of the test classes: accuracy on
     the held-out half of each test class's real images, with the counts per split.
 Target for both: >= 95 % on held-out real images (every attribute, for the judge).
@@ -71,6 +72,7 @@ def main() -> None:
     from s2i_lib.data.layout import read_dataset
     from s2i_lib.data.torch_datasets import image_cache
     from s2i_lib.evaluation import train_attribute_judge, train_is_classifier
+    from s2i_lib.evaluation.attribute_judge import degraded_accuracy
 
     cfg = load_config(args.profile)
     data_dir = pipeline.step_dir("data", cfg, args.runs_dir)
@@ -105,6 +107,11 @@ def main() -> None:
         for a in real["per_attribute"]:
             print(f"  {a:<14}{rendered['per_attribute'][a]:>19.3f}{real['per_attribute'][a]:>17.3f}")
         print(f"  {'overall':<14}{rendered['overall']:>19.3f}{real['overall']:>17.3f}")
+        # the same real images, degraded as generated images are: where the judge itself fails
+        degraded = degraded_accuracy(judge, test_images, [r.attributes for r in test], seed=cfg.seed)
+        out["attribute_judge"]["real_test_split_degraded"] = degraded
+        print("  real test split, degraded: " + ", ".join(
+            f"{kind} {acc['overall']:.3f}" for kind, acc in degraded.items()))
 
     if "is" not in args.skip:
         t0, c0 = time.perf_counter(), cpu_seconds()

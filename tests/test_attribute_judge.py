@@ -10,8 +10,8 @@ import torch
 
 from s2i_lib.data import toy_birds, toy_flowers
 from s2i_lib.evaluation import load_attribute_judge, random_attribute_classes, train_attribute_judge
-from s2i_lib.evaluation.attribute_judge import (HELDOUT_ID_OFFSET, AttributeJudgeNet, part_names,
-                                                render_attribute_set)
+from s2i_lib.evaluation.attribute_judge import (DEGRADATIONS, HELDOUT_ID_OFFSET, AttributeJudgeNet, degrade,
+                                                degraded_accuracy, part_names, render_attribute_set)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -120,3 +120,30 @@ def test_flower_judge_uses_the_same_code(tmp_path):
     images = np.stack([np.asarray(toy_flowers.render(c, 0, 32, 0)) for c in toy_flowers.class_table()[:2]])
     preds = judge.predict(images)
     assert set(preds[0]) == set(toy_flowers.ATTRIBUTES) and "petals" in judge.net.parts
+
+
+def test_degradations_keep_shape_and_know_what_they_do():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(3, 16, 16, 3), dtype=np.uint8)
+    flat = np.full((2, 16, 16, 3), 77, dtype=np.uint8)
+    for kind in DEGRADATIONS:
+        out = degrade(images, kind, seed=1)
+        assert out.shape == images.shape and out.dtype == np.uint8
+        if kind != "noise std 20/255":
+            np.testing.assert_array_equal(degrade(flat, kind), flat)     # nothing to blur in a flat image
+    np.testing.assert_array_equal(degrade(images, "clean"), images)
+    blurred = degrade(images, "box blur 5x5").astype(float)
+    assert blurred.std() < 0.6 * images.astype(float).std()              # blur removes detail
+    np.testing.assert_array_equal(degrade(images, "noise std 20/255", 3), degrade(images, "noise std 20/255", 3))
+    with pytest.raises(ValueError, match="unknown degradation"):
+        degrade(images, "sepia")
+
+
+def test_degraded_accuracy_starts_from_the_clean_accuracy(tiny_judge):
+    judge, _ = tiny_judge
+    classes = toy_birds.class_table()[:4]
+    images = np.stack([np.asarray(toy_birds.render(c, 0, 32, 0)) for c in classes])
+    attrs = [c.attributes for c in classes]
+    out = degraded_accuracy(judge, images, attrs)
+    assert list(out) == list(DEGRADATIONS)
+    assert out["clean"] == judge.accuracy(images, attrs)

@@ -269,6 +269,40 @@ class AttributeJudge:
         return attribute_accuracy(self.predict(images_uint8), attributes)
 
 
+# What generators do to images, applied to real ones (``degrade``, ``degraded_accuracy``).
+DEGRADATIONS = ("clean", "box blur 3x3", "box blur 5x5", "half size and back", "noise std 20/255")
+
+
+def degrade(images_uint8: np.ndarray, kind: str, seed: int = 0) -> np.ndarray:
+    """``images_uint8`` (N, S, S, 3) degraded by ``kind`` (one of ``DEGRADATIONS``), uint8."""
+    if kind not in DEGRADATIONS:
+        raise ValueError(f"unknown degradation {kind!r}; expected one of {DEGRADATIONS}")
+    images = np.asarray(images_uint8)
+    if kind == "clean":
+        return images.copy()
+    if kind == "noise std 20/255":
+        rng = np.random.default_rng(seed)
+        return np.clip(images + rng.normal(0, 20, images.shape), 0, 255).astype(np.uint8)
+    x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float()
+    if kind.startswith("box blur"):
+        k = int(kind[-1])
+        x = F.avg_pool2d(x, k, 1, k // 2, count_include_pad=False)
+    else:
+        size = x.shape[-1]
+        x = F.interpolate(F.interpolate(x, size=size // 2, mode="area"), size=size, mode="bilinear",
+                          align_corners=False)
+    return x.clamp(0, 255).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def degraded_accuracy(judge: AttributeJudge, images_uint8: np.ndarray, attributes: Sequence[dict],
+                      seed: int = 0) -> dict[str, dict[str, Any]]:
+    """``judge.accuracy`` on real images made to look generated (``DEGRADATIONS``: blur, lost
+    resolution, noise). Generated images are blurry and noisy; where the judge itself fails on
+    degraded real images (small parts, under blur), a low score of a generator on that part may be
+    the judge's blindness rather than the generator's fault."""
+    return {kind: judge.accuracy(degrade(images_uint8, kind, seed), attributes) for kind in DEGRADATIONS}
+
+
 def attribute_accuracy(predictions: Sequence[dict], mentions: Sequence[dict | None]) -> dict[str, Any]:
     """Share of the mentioned attributes that the predictions match.
 

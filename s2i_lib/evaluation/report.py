@@ -131,6 +131,15 @@ def _flat_accuracies(report: dict) -> dict:
     return out
 
 
+def judge_robustness(judge, images: np.ndarray, attributes: list[dict], seed: int = 0) -> pd.DataFrame:
+    """The attribute judge's accuracy per attribute on real images, clean and degraded as generated
+    images are (``attribute_judge.degraded_accuracy``): one row per degradation."""
+    from .attribute_judge import degraded_accuracy
+    rows = {kind: {**acc["per_attribute"], "overall": acc["overall"]}
+            for kind, acc in degraded_accuracy(judge, images, attributes, seed).items()}
+    return pd.DataFrame(rows).T.round(3)
+
+
 def fid_examples(real_test: np.ndarray, real_train: np.ndarray, n: int = 200, seed: int = 0) -> pd.DataFrame:
     """What FID numbers look like: real test images against other real images and against
     damaged copies of themselves (same TF Inception features as the evaluation)."""
