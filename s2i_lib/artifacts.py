@@ -84,6 +84,22 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path} is not valid JSON ({e}); delete it to rebuild") from e
 
 
+def saved_state_for(path: str | os.PathLike, request: dict) -> dict | None:
+    """The dict ``torch.save``d at ``path`` if it was made for ``request`` (its ``"request"``
+    entry); None if the file is missing, damaged, foreign or made for another request: a cache
+    (the evaluation's judges) that the caller then builds over."""
+    import torch   # here, not at import time: the rest of this module does not need torch
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:   # a damaged or foreign file is rebuilt over, not trusted
+        return None
+    return state if isinstance(state, dict) and state.get("request") == request else None
+
+
 def stable_hash(obj: Any, length: int = 16) -> str:
     """Hash of a JSON-serialisable object that does not depend on dict order or the process."""
     blob = json.dumps(obj, sort_keys=True, default=_json_default).encode("utf-8")

@@ -90,7 +90,11 @@ def trim_silence(wave: np.ndarray, sample_rate: int, floor_rms: float = 1e-3,
                  margin_s: float = TRIM_MARGIN_S) -> np.ndarray:
     """``wave`` without its leading and trailing silence (``margin_s`` of it kept on each side);
     empty if it is all silence."""
-    bounds = speech_bounds(wave, sample_rate, floor_rms)
+    return _cut(wave, speech_bounds(wave, sample_rate, floor_rms), sample_rate, margin_s)
+
+
+def _cut(wave: np.ndarray, bounds: tuple[int, int] | None, sample_rate: int,
+         margin_s: float = TRIM_MARGIN_S) -> np.ndarray:
     if bounds is None:
         return wave[:0]
     margin = int(margin_s * sample_rate)
@@ -117,7 +121,27 @@ def load_recording(path: str | Path, speech: SpeechConfig, name: str | None = No
     if spoken < speech.min_speech_seconds:
         raise AudioError(f"{shown} has {spoken:.2f} s of sound above the silence level; at least "
                          f"{speech.min_speech_seconds} s of speech is needed")
-    return trim_silence(wave, speech.sample_rate, speech.silence_rms)
+    return _cut(wave, bounds, speech.sample_rate)   # the bounds found above: one pass over the audio
+
+
+def check_voice(cfg: Config, voice: str) -> str:
+    """``voice`` if the profile has it (a training or a held-out voice), else a ValueError naming them."""
+    voices = list(cfg.speech.voices) + list(cfg.speech.heldout_voices)
+    if voice not in voices:
+        raise ValueError(f"unknown voice {voice!r} for profile {cfg.profile}; expected one of "
+                         f"{', '.join(voices)} (speech.voices and speech.heldout_voices)")
+    return voice
+
+
+def draw(s2i, wave: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Speech -> embedding -> ``n`` images: (embedding (D,), uint8 images (n, S, S, 3), seconds of
+    ``embedding`` and ``generation``). What the demo, ``generate`` and its benchmark time."""
+    t0 = time.perf_counter()
+    embedding = s2i.embed([s2i.features(wave)])
+    t1 = time.perf_counter()
+    images = s2i.generate(embedding, n=n, seed=seed)[0]
+    t2 = time.perf_counter()
+    return embedding[0].numpy(), images, {"embedding": t1 - t0, "generation": t2 - t1}
 
 
 def wav_bytes(wave: np.ndarray, sample_rate: int) -> bytes:
@@ -330,10 +354,7 @@ class Demo:
         return out
 
     def check_voice(self, voice: str) -> str:
-        if voice not in self.voices:
-            raise ValueError(f"unknown voice {voice!r} for profile {self.cfg.profile}; expected one of "
-                             f"{', '.join(self.voices)} (speech.voices and speech.heldout_voices)")
-        return voice
+        return check_voice(self.cfg, voice)
 
     # --- speech in
     def from_text(self, caption: str, voice: str | None = None, seed: int = 0, n: int = 4) -> Generated:
@@ -372,14 +393,9 @@ class Demo:
 
     def _draw(self, wave: np.ndarray, source: str, voice: str | None, seed: int, n: int,
               speech_s: float) -> Generated:
-        t0 = time.perf_counter()
-        embedding = self.s2i.embed([self.s2i.features(wave)])
-        t1 = time.perf_counter()
-        images = self.s2i.generate(embedding, n=n, seed=seed)[0]
-        t2 = time.perf_counter()
+        embedding, images, timings = draw(self.s2i, wave, n, seed)
         return Generated(source, voice, np.asarray(wave), self.cfg.speech.sample_rate,
-                         embedding[0].numpy(), images, seed,
-                         {"speech": speech_s, "embedding": t1 - t0, "generation": t2 - t1})
+                         embedding, images, seed, {"speech": speech_s, **timings})
 
     # --- retrieval and colours
     def nearest_images(self, embedding: np.ndarray, k: int = 5) -> list[Neighbour]:
@@ -475,7 +491,6 @@ class DemoWidgets:
         import ipywidgets as w
         self.demo = demo
         self.k = neighbours
-        self.last: Generated | None = None
         labels = [(f"{v} (training voice)", v) for v in demo.training_voices]
         labels += [(f"{v} (held-out voice)", v) for v in demo.heldout_voices]
         examples = demo.example_captions(1)
@@ -565,7 +580,6 @@ class DemoWidgets:
 
     def show(self, result: Generated) -> None:
         import ipywidgets as w
-        self.last = result
         voice = f" ({html.escape(result.voice)})" if result.voice else " (recording)"
         self.heard.value = f"heard: <i>{html.escape(result.source)}</i>{voice}"
         self.audio.value = wav_bytes(result.wave, result.sample_rate)
@@ -601,7 +615,6 @@ def run_generate(cfg: Config, out: Path, wav: Path | None = None, text: str | No
         return 2
 
     speech = cfg.speech
-    voices = list(speech.voices) + list(speech.heldout_voices)
     try:
         _check_request(seed, n)
         if out.exists() and not out.is_dir():
@@ -614,10 +627,7 @@ def run_generate(cfg: Config, out: Path, wav: Path | None = None, text: str | No
             speech_s = time.perf_counter() - t0
             source = f"{wav} ({len(wave) / speech.sample_rate:.2f} s after trimming silence)"
         else:
-            voice = voice or voices[0]
-            if voice not in voices:
-                return fail(f"unknown voice {voice!r} for profile {cfg.profile}; expected one of "
-                            f"{', '.join(voices)}")
+            voice = check_voice(cfg, voice or speech.voices[0])
             text = normalise_caption(text, speech.max_caption_chars)
         t0 = time.perf_counter()
         s2i = SpeechToImage.from_runs(cfg, runs_dir)
@@ -628,20 +638,15 @@ def run_generate(cfg: Config, out: Path, wav: Path | None = None, text: str | No
             wave = s2i.speak(text, voice, seed)
             speech_s = time.perf_counter() - t0
             source = f'"{text}" spoken by {voice}'
-        t0 = time.perf_counter()
-        embedding = s2i.embed([s2i.features(wave)])
-        t1 = time.perf_counter()
-        images = s2i.generate(embedding, n=n, seed=seed)[0]
-        t2 = time.perf_counter()
+        _, images, timings = draw(s2i, wave, n, seed)
     except (AudioError, FileNotFoundError, UnknownVoiceError, WeightsNotAvailableError, ValueError) as e:
         return fail(str(e))
 
     from PIL import Image
-    from .artifacts import atomic_path
+    from .artifacts import atomic_path, atomic_write_bytes
     out.mkdir(parents=True, exist_ok=True)
     if wav is None:
-        with atomic_path(out / "caption.wav") as tmp:
-            tmp.write_bytes(wav_bytes(wave, speech.sample_rate))
+        atomic_write_bytes(out / "caption.wav", wav_bytes(wave, speech.sample_rate))
     for i, im in enumerate(images):
         with atomic_path(out / f"image_{i}.png") as tmp:
             Image.fromarray(im).save(tmp, format="PNG")
@@ -655,6 +660,6 @@ def run_generate(cfg: Config, out: Path, wav: Path | None = None, text: str | No
           f"{out / 'images_x4.png'} for viewing")
     what = "reading + trimming" if wav is not None else "synthesis"
     print(f"latency: speech ({what}) {speech_s * 1000:.0f} ms, speech -> embedding "
-          f"{(t1 - t0) * 1000:.0f} ms, generation {(t2 - t1) * 1000:.0f} ms "
+          f"{timings['embedding'] * 1000:.0f} ms, generation {timings['generation'] * 1000:.0f} ms "
           f"(model loading {load_s:.1f} s, not counted)")
     return 0

@@ -129,6 +129,7 @@ def test_from_text(demo):
     assert a.embedding.shape == (demo.cfg.sen.embed_dim,)
     assert np.isclose(np.linalg.norm(a.embedding), 1, atol=1e-4)
     assert len(a.wave) > 0.3 * a.sample_rate and set(a.timings) == {"speech", "embedding", "generation"}
+    assert all(t > 0 for t in a.timings.values())
 
 
 def test_the_seed_fixes_the_noise(demo, tmp_path):
@@ -140,7 +141,9 @@ def test_the_seed_fixes_the_noise(demo, tmp_path):
 
 
 def test_from_text_held_out_voice_and_bad_requests(demo):
-    assert demo.heldout_voices and demo.from_text("a bird with a red crown", demo.heldout_voices[0], n=1)
+    assert demo.heldout_voices
+    held = demo.from_text("a bird with a red crown", demo.heldout_voices[0], n=1)
+    assert held.voice == demo.heldout_voices[0] and held.images.shape[0] == 1
     with pytest.raises(ValueError, match="espeak:en-us\\+m7"):
         demo.from_text("a bird with a red crown", "espeak:en-us+m7")
     with pytest.raises(ValueError, match="empty"):

@@ -39,7 +39,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..artifacts import atomic_path
+from ..artifacts import atomic_path, saved_state_for
 from ..data.build import TOY_DATASETS, toy_module
 from ..data.toy_common import ToyClass
 from ..data.torch_datasets import load_size_for
@@ -414,13 +414,9 @@ def train_attribute_judge(dataset: str, image_size: int, seed: int, out_path: st
             raise ValueError(f"{name} must be at least 1, got {v}")
     request = _request(dataset, image_size, seed, n_images, epochs, n_heldout, width, batch_size, lr, seg_weight)
     out_path = Path(out_path)
-    if out_path.exists():
-        try:
-            state = torch.load(out_path, map_location="cpu", weights_only=True)
-        except Exception:   # a damaged or foreign file is retrained over, not trusted
-            state = None
-        if isinstance(state, dict) and state.get("request") == request:
-            return _judge_from_state(state, out_path)
+    state = saved_state_for(out_path, request)
+    if state is not None:
+        return _judge_from_state(state, out_path)
 
     from ..device import cpu_count
     workers = workers if workers is not None else min(2, cpu_count())

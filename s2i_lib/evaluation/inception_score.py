@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..artifacts import atomic_path
+from ..artifacts import atomic_path, saved_state_for
 from ..sen.backbones import (FrozenBackbone, _images_fingerprint, augmented_views, cache_backbone_features,
                              load_backbone, view_params)
 
@@ -143,16 +143,19 @@ def load_is_classifier(path: str | os.PathLike) -> ISClassifier:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: train the IS classifier with train_is_classifier(...)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("format") != FORMAT:
-            raise ValueError(f"format {state.get('format')!r}, expected {FORMAT}")
-        sd = state["state_dict"]
-        clf = ISClassifier(state["backbone"], state["input_size"], state["class_ids"], sd["mean"], sd["std"],
-                           state["report"])
-        clf.load_state_dict(sd)
+        return _classifier_from_state(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as e:
         raise ValueError(f"{path} is not an IS classifier of this library version "
                          f"({e.__class__.__name__}: {e}); delete it to retrain") from e
+
+
+def _classifier_from_state(state: dict) -> ISClassifier:
+    if state.get("format") != FORMAT:
+        raise ValueError(f"format {state.get('format')!r}, expected {FORMAT}")
+    sd = state["state_dict"]
+    clf = ISClassifier(state["backbone"], state["input_size"], state["class_ids"], sd["mean"], sd["std"],
+                       state["report"])
+    clf.load_state_dict(sd)
     return clf.eval()
 
 
@@ -186,13 +189,9 @@ def train_is_classifier(images_uint8: np.ndarray, class_ids: Sequence[int], seed
                "weight_decay": float(weight_decay), "label_smoothing": float(label_smoothing),
                "backbone": CLASSIFIER_BACKBONE}
     out_path = Path(out_path)
-    if out_path.exists():
-        try:
-            saved = torch.load(out_path, map_location="cpu", weights_only=True)
-        except Exception:   # damaged or foreign: trained over
-            saved = None
-        if isinstance(saved, dict) and saved.get("request") == request:
-            return load_is_classifier(out_path)
+    saved = saved_state_for(out_path, request)
+    if saved is not None:
+        return _classifier_from_state(saved)
 
     t0 = time.perf_counter()
     backbone = _configured_backbone(CLASSIFIER_BACKBONE, input_size)

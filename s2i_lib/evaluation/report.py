@@ -251,11 +251,12 @@ def embedding_or_generator(cfg, runs_dir: str | Path | None = None, n: int = 500
     - ``chance``: one over the number of values of the attribute.
     """
     from .. import pipeline
+    from ..data.build import toy_module
     from ..data.layout import read_dataset
     from ..inference import SpeechToImage
     from ..sen.report import mention_probe
     from .attribute_judge import attribute_accuracy, load_attribute_judge
-    from .step import GROUPS, test_queries, toy_attributes
+    from .step import GROUPS, test_queries
 
     dirs = {s: pipeline.step_dir(s, cfg, runs_dir) for s in ("data", "speech", "sen")}
     index = read_dataset(dirs["data"])
@@ -277,6 +278,6 @@ def embedding_or_generator(cfg, runs_dir: str | Path | None = None, n: int = 500
         "drawn, training captions": pd.Series(drawn["train"]),
         "drawn, test captions": pd.Series(drawn["test"]),
     })
-    attributes, _ = toy_attributes(cfg.data.dataset)
+    attributes = toy_module(cfg.data.dataset).ATTRIBUTES
     table["chance"] = [1 / len(attributes[a]) for a in table.index]
     return table.round(3)

@@ -27,6 +27,7 @@ import torch
 
 from ..artifacts import atomic_path, atomic_write_json
 from ..config import Config
+from ..data.build import toy_module
 from ..data.captions import swap_colour
 from ..data.layout import ImageRecord, read_dataset
 from ..data.torch_datasets import image_cache
@@ -164,20 +165,12 @@ def image_metrics(judges: Judges, images: np.ndarray, queries: QueryGroup, one: 
 
 
 # ------------------------------------------------------------------------------ colour swap
-def toy_attributes(dataset: str) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """(ATTRIBUTES, COLOR_PARTS) of a toy dataset."""
-    if dataset == "toyflowers":
-        from ..data import toy_flowers as toy
-    else:
-        from ..data import toy_birds as toy
-    return toy.ATTRIBUTES, toy.COLOR_PARTS
-
-
 def colour_swaps(records: list[ImageRecord], captions_per_image: int, dataset: str, n: int,
                  seed: int) -> list[dict]:
     """``n`` test captions with one mentioned colour changed to another colour of that part
     (seeded). Captions where the swap is ambiguous (``swap_colour`` gives None) are skipped."""
-    attributes, colour_parts = toy_attributes(dataset)
+    toy = toy_module(dataset)
+    attributes, colour_parts = toy.ATTRIBUTES, toy.COLOR_PARTS
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xC010]))
     pairs = [(i, c) for i, r in enumerate(records) for c in range(min(captions_per_image, len(r.captions)))]
     swaps = []
@@ -240,13 +233,15 @@ def evaluate_model(s2i: SpeechToImage, groups: dict[str, QueryGroup], judges: Ju
     """Generate every test utterance's image with ``s2i`` and measure it, per group; the images of
     one caption per test image and the colour-swap pairs are kept in ``out_dir`` for the notebook."""
     results = {}
+    swap_colours = judges.attribute_judge is not None and cfg.eval.colour_swaps > 0
+    if swap_colours:   # the same captions for every group
+        swaps = colour_swaps(test, cfg.speech.captions_per_image, cfg.data.dataset, cfg.eval.colour_swaps, cfg.seed)
     for name, queries in groups.items():
         t0 = time.perf_counter()
         images = s2i.generate_each(queries.embeddings, seed=cfg.seed, progress=f"{label}: generating ({name})")
         one = queries.one_per_image(len(test), cfg.seed)
         figures = image_metrics(judges, images, queries, one, test, cfg)
-        if judges.attribute_judge is not None and cfg.eval.colour_swaps > 0:
-            swaps = colour_swaps(test, cfg.speech.captions_per_image, cfg.data.dataset, cfg.eval.colour_swaps, cfg.seed)
+        if swap_colours:
             voices = cfg.speech.voices if name == GROUPS[0] else cfg.speech.heldout_voices
             figures["colour swap"], arrays = run_colour_swaps(s2i, judges.attribute_judge, swaps, swap_voice(voices), cfg.seed)
             _save(out_dir / f"colour_swap_{_slug(name)}.npz", swaps=np.array(swaps, dtype=object), **arrays)
