@@ -222,6 +222,9 @@ class GanConfig:
     betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
     kl_coeff: float = 2.0
     rs_coeff: float = 1.0
+    # add a projection term to each discriminator's conditional head (see gan/discriminator.py);
+    # false = the original
+    d_projection: bool = False
     ema_decay: float = 0.999
     checkpoint_every: int = 2000
     sample_every: int = 2000

@@ -158,6 +158,26 @@ def test_discriminator_conditions_on_mu_in_the_conditional_head_only():
     assert not torch.allclose(c1, c2) and torch.equal(u1, u2)
 
 
+def test_projection_term_is_the_inner_product_of_the_condition_and_the_pooled_code():
+    torch.manual_seed(0)
+    d = Discriminator(16, df_dim=4, cond_dim=6, projection=True).eval()
+    x, mu = torch.rand(3, 3, 16, 16) * 2 - 1, torch.randn(3, 6)
+    with torch.no_grad():
+        cond, uncond = d(x, mu)
+        projection, d.project = d.project, None
+        concat_only, uncond_plain = d(x, mu)
+        d.project = projection
+        term = (projection(mu) * d.encode(x).mean((2, 3))).sum(1)
+    assert torch.allclose(cond, concat_only + term, atol=1e-5)
+    assert term.abs().min() > 1e-4          # it does contribute
+    assert torch.equal(uncond, uncond_plain)
+    # the paper's discriminators have none (their state dicts are the original's)
+    paper = discriminators_from_config(load_config("paper_cub").gan)
+    assert all(dd.project is None for dd in paper)
+    assert not any("project" in k for dd in paper for k in dd.state_dict())
+    assert all(dd.project is not None for dd in discriminators_from_config(load_config("default").gan))
+
+
 # ------------------------------------------------------------------ relation supervisor
 def test_relation_supervisor_shapes_and_labels():
     torch.manual_seed(0)

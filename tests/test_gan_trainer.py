@@ -50,6 +50,7 @@ def test_one_iteration_updates_every_network_and_keeps_the_ema_apart(data, tmp_p
     for prefix in ("generator.", "generator_ema.", "discriminator16.", "discriminator64.",
                    "relation_supervisor."):
         assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith(prefix)), prefix
+    assert not torch.equal(before["discriminator32.project.weight"], after["discriminator32.project.weight"])
     # EMA = d * old + (1 - d) * new, in its own module; the live G is not overwritten
     for p_ema, p_old, p in zip(tr.generator_ema.parameters(), g0, tr.generator.parameters()):
         # first update: the warm-up decay min(0.999, 1 / 10)
