@@ -64,3 +64,42 @@ def test_map_gallery_takes_each_caption_of_the_query_images_once():
     rows = map_gallery(image_pos, caption, np.array([0, 2]))
     assert rows.tolist() == [0, 2, 8, 10]          # the first utterance of each caption, in order
     assert map_gallery(image_pos, caption, np.array([], dtype=int)).tolist() == []
+
+
+def test_drawn_by_snapshot_judges_every_snapshot_on_both_splits(smoke_gan, one_thread, tmp_path):
+    from s2i_lib import pipeline
+    from s2i_lib.evaluation import train_attribute_judge
+    from s2i_lib.evaluation.attribute_judge import attribute_accuracy
+    from s2i_lib.evaluation.report import drawn_by_snapshot
+    from s2i_lib.evaluation.step import GROUPS, test_queries
+    from s2i_lib.data.layout import read_dataset
+    from s2i_lib.gan import load_generator
+    from s2i_lib.inference import SpeechToImage, load_speech_encoder
+
+    cfg, runs = smoke_gan.cfg, smoke_gan.runs_dir
+    dirs = {s: pipeline.step_dir(s, cfg, runs) for s in ("data", "speech", "sen", "gan")}
+    judge = train_attribute_judge("toybirds", 64, cfg.seed, dirs["data"] / "cache" / f"attribute_judge_64_seed{cfg.seed}.pt",
+                                  n_images=32, epochs=1, n_heldout=8, width=4, batch_size=16, workers=1,
+                                  progress=False)
+    table = drawn_by_snapshot(cfg, dirs["gan"], runs, n=6)
+    snapshots = sorted(dirs["gan"].glob("checkpoints/generator_ema_*.pt"))
+    assert snapshots and table.index.tolist() == [(int(p.stem[-7:]), split) for p in snapshots
+                                                  for split in ("train", "test")]
+    assert table["overall"].between(0, 1).all()
+    # the last snapshot's test row, computed by hand: only the first 6 of the seeded draw's captions
+    # are judged, each on the image of that snapshot's generator
+    index = read_dataset(dirs["data"])
+    records = index.split("test")
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0x10C]))
+    train_n = len(test_queries(dirs["speech"], np.load(dirs["sen"] / "embeddings" / "speech_train.npy"),
+                               index.split("train"), "train")[GROUPS[0]].embeddings)
+    rng.choice(train_n, min(6, train_n), replace=False)
+    group = test_queries(dirs["speech"], np.load(dirs["sen"] / "embeddings" / "speech_test.npy"), records)[GROUPS[0]]
+    pick = rng.choice(len(group.embeddings), 6, replace=False)
+    s2i = SpeechToImage(load_speech_encoder(dirs["sen"]), load_generator(snapshots[-1]), cfg, "cpu")
+    images = s2i.generate_each(group.embeddings[pick], seed=cfg.seed)
+    mentions = group.mentions(records)
+    expected = attribute_accuracy(judge.predict(images), [mentions[i] for i in pick])["overall"]
+    assert table.loc[(int(snapshots[-1].stem[-7:]), "test"), "overall"] == pytest.approx(expected, abs=1e-3)
+    with pytest.raises(FileNotFoundError, match="generator_ema"):
+        drawn_by_snapshot(cfg, tmp_path, runs)

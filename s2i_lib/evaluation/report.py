@@ -140,19 +140,25 @@ def judge_robustness(judge, images: np.ndarray, attributes: list[dict], seed: in
     return pd.DataFrame(rows).T.round(3)
 
 
-def fid_examples(real_test: np.ndarray, real_train: np.ndarray, n: int = 200, seed: int = 0) -> pd.DataFrame:
+def fid_examples(real_test: np.ndarray, real_train: np.ndarray, n: int = 200, seed: int = 0,
+                 cache_dir: str | Path | None = None) -> pd.DataFrame:
     """What FID numbers look like: real test images against other real images and against
-    damaged copies of themselves (same TF Inception features as the evaluation)."""
-    from .fid import fid_from_features, inception_features
+    damaged copies of themselves (same TF Inception features as the evaluation). ``cache_dir``: the
+    dataset's cache folder, where the evaluation keeps the real test images' features (``Judges``);
+    the reference features are then read from there instead of being computed again."""
+    from .fid import cached_features, fid_from_features, inception_features
+    from .step import test_features_path
     rng = np.random.default_rng(seed)
     n = min(n, len(real_test), len(real_train))
-    a = real_test[rng.choice(len(real_test), n, replace=False)]
+    pick = rng.choice(len(real_test), n, replace=False)
+    a = real_test[pick]
     b = real_train[rng.choice(len(real_train), n, replace=False)]
     blurred = torch.nn.functional.avg_pool2d(torch.from_numpy(a).permute(0, 3, 1, 2).float(), 5, 1, 2)
     blurred = blurred.round().byte().permute(0, 2, 3, 1).numpy()
     noisy = np.clip(a.astype(np.int16) + rng.normal(0, 40, a.shape), 0, 255).astype(np.uint8)
     swapped = a[..., ::-1].copy()   # RGB -> BGR: every colour wrong, every shape right
-    ref = inception_features(a)
+    ref = (cached_features(real_test, test_features_path(cache_dir, real_test.shape[1]))[pick]
+           if cache_dir is not None else inception_features(a))
     rows = {"other real images (training split)": b, "the same images, blurred (5x5 box)": blurred,
             "the same images + noise (std 40/255)": noisy, "the same images, colours swapped (RGB->BGR)": swapped}
     return pd.DataFrame({"FID": {k: fid_from_features(ref, inception_features(v)) for k, v in rows.items()}}).round(1)
@@ -238,6 +244,38 @@ def plot_colour_swaps(eval_dir: str | Path, group: str = "training voices", n: i
     return fig
 
 
+def _judged_captions(cfg, runs_dir: str | Path | None, n: int) -> tuple:
+    """What the "drawn" scores share: the cached attribute judge, and per split the training-voice
+    group of every caption (``QueryGroup``), its mentions and a seeded draw of ``n`` of them."""
+    from .. import pipeline
+    from ..data.layout import read_dataset
+    from .attribute_judge import load_attribute_judge
+    from .step import GROUPS, test_queries
+
+    dirs = {s: pipeline.step_dir(s, cfg, runs_dir) for s in ("data", "speech", "sen")}
+    index = read_dataset(dirs["data"])
+    size = cfg.gan.stage_sizes[-1]
+    judge = load_attribute_judge(Path(dirs["data"]) / "cache" / f"attribute_judge_{size}_seed{cfg.seed}.pt")
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0x10C]))
+    captions = {}
+    for split in ("train", "test"):
+        records = index.split(split)
+        group = test_queries(dirs["speech"], np.load(Path(dirs["sen"]) / "embeddings" / f"speech_{split}.npy"),
+                             records, split)[GROUPS[0]]
+        pick = rng.choice(len(group.embeddings), min(n, len(group.embeddings)), replace=False)
+        captions[split] = (group, group.mentions(records), pick)
+    return judge, captions
+
+
+def _drawn(s2i, judge, captions: tuple, seed: int) -> dict:
+    """The judge's per-attribute accuracy (and ``overall``) on images generated from the picked captions."""
+    from .attribute_judge import attribute_accuracy
+    group, mentions, pick = captions
+    images = s2i.generate_each(group.embeddings[pick], seed=seed)
+    acc = attribute_accuracy(judge.predict(images), [mentions[i] for i in pick])
+    return {"overall": acc["overall"], **acc["per_attribute"]}
+
+
 def embedding_or_generator(cfg, runs_dir: str | Path | None = None, n: int = 500) -> pd.DataFrame:
     """Where a mentioned attribute gets lost, per attribute (training voices):
 
@@ -250,34 +288,42 @@ def embedding_or_generator(cfg, runs_dir: str | Path | None = None, n: int = 500
       to unseen species.
     - ``chance``: one over the number of values of the attribute.
     """
-    from .. import pipeline
     from ..data.build import toy_module
-    from ..data.layout import read_dataset
     from ..inference import SpeechToImage
     from ..sen.report import mention_probe
-    from .attribute_judge import attribute_accuracy, load_attribute_judge
-    from .step import GROUPS, test_queries
 
-    dirs = {s: pipeline.step_dir(s, cfg, runs_dir) for s in ("data", "speech", "sen")}
-    index = read_dataset(dirs["data"])
-    size = cfg.gan.stage_sizes[-1]
-    judge = load_attribute_judge(Path(dirs["data"]) / "cache" / f"attribute_judge_{size}_seed{cfg.seed}.pt")
+    judge, captions = _judged_captions(cfg, runs_dir, n)
     s2i = SpeechToImage.from_runs(cfg, runs_dir)
-    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0x10C]))
-    emb, mentions, drawn = {}, {}, {}
-    for split in ("train", "test"):
-        records = index.split(split)
-        group = test_queries(dirs["speech"], np.load(Path(dirs["sen"]) / "embeddings" / f"speech_{split}.npy"),
-                             records, split)[GROUPS[0]]
-        emb[split], mentions[split] = group.embeddings, group.mentions(records)
-        pick = rng.choice(len(group.embeddings), min(n, len(group.embeddings)), replace=False)
-        images = s2i.generate_each(group.embeddings[pick], seed=cfg.seed)
-        drawn[split] = attribute_accuracy(judge.predict(images), [mentions[split][i] for i in pick])["per_attribute"]
+    drawn = {split: _drawn(s2i, judge, c, cfg.seed) for split, c in captions.items()}
+    (train, train_mentions, _), (test, test_mentions, _) = captions["train"], captions["test"]
     table = pd.DataFrame({
-        "in the speech embedding": mention_probe(emb["train"], mentions["train"], emb["test"], mentions["test"]),
-        "drawn, training captions": pd.Series(drawn["train"]),
-        "drawn, test captions": pd.Series(drawn["test"]),
+        "in the speech embedding": mention_probe(train.embeddings, train_mentions, test.embeddings, test_mentions),
+        "drawn, training captions": pd.Series(drawn["train"]).drop("overall"),
+        "drawn, test captions": pd.Series(drawn["test"]).drop("overall"),
     })
     attributes = toy_module(cfg.data.dataset).ATTRIBUTES
     table["chance"] = [1 / len(attributes[a]) for a in table.index]
     return table.round(3)
+
+
+def drawn_by_snapshot(cfg, gan_dir: str | Path, runs_dir: str | Path | None = None, n: int = 500) -> pd.DataFrame:
+    """The attribute judge's accuracy on ``n`` training and ``n`` test captions (the same seeded
+    draw as ``embedding_or_generator``) for every EMA snapshot ``checkpoints/generator_ema_<it>.pt``
+    of a GAN run folder: one row per (iteration, split), ``overall`` then one column per attribute.
+    How fast a change makes the generator draw what was said, before spending a full run on it."""
+    from ..gan.trainer import load_generator
+    from ..inference import SpeechToImage, load_speech_encoder
+    from .. import pipeline
+
+    snapshots = sorted(Path(gan_dir).glob("checkpoints/generator_ema_*.pt"))
+    if not snapshots:
+        raise FileNotFoundError(f"no checkpoints/generator_ema_*.pt in {gan_dir}: train the GAN first")
+    judge, captions = _judged_captions(cfg, runs_dir, n)
+    speech_encoder = load_speech_encoder(pipeline.step_dir("sen", cfg, runs_dir))
+    rows = []
+    for path in snapshots:
+        s2i = SpeechToImage(speech_encoder, load_generator(path), cfg, torch.device("cpu"))
+        iteration = int(path.stem.rsplit("_", 1)[1])
+        for split, c in captions.items():
+            rows.append({"iteration": iteration, "captions": split, **_drawn(s2i, judge, c, cfg.seed)})
+    return pd.DataFrame(rows).set_index(["iteration", "captions"]).round(3)

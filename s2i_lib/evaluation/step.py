@@ -85,6 +85,12 @@ def test_queries(speech_dir: Path, embeddings: np.ndarray, records: list[ImageRe
 
 
 # ---------------------------------------------------------------------------------- metrics
+def test_features_path(cache_dir: str | Path, size: int) -> Path:
+    """Where the TF Inception features of the real test images at ``size`` px are cached (in the
+    dataset's ``cache/`` folder: computed once, used by FID, the paper's mAP and notebook 04)."""
+    return Path(cache_dir) / f"inception_test_{size}.npy"
+
+
 class Judges:
     """Everything that scores images, loaded once: Inception features (FID, mAP), the classifier of
     the test classes (IS), the SEN image encoder (R-precision), the attribute judge. The two
@@ -98,7 +104,7 @@ class Judges:
         size = real.shape[1]
         self.cfg, self.device = cfg, device
         self.classes = np.array([r.class_id for r in test])
-        self.real_features = fid.cached_features(real, cache / f"inception_test_{size}.npy", progress=True)
+        self.real_features = fid.cached_features(real, test_features_path(cache, size), progress=True)
         self.is_classifier = train_is_classifier(
             real, self.classes, cfg.seed, cache / f"is_classifier_{size}_seed{cfg.seed}.pt",
             cache / f"is_features_{size}.npy")
