@@ -311,18 +311,20 @@ def drawn_by_snapshot(cfg, gan_dir: str | Path, runs_dir: str | Path | None = No
     draw as ``embedding_or_generator``) for every EMA snapshot ``checkpoints/generator_ema_<it>.pt``
     of a GAN run folder: one row per (iteration, split), ``overall`` then one column per attribute.
     How fast a change makes the generator draw what was said, before spending a full run on it."""
+    from .. import pipeline
+    from ..device import select_device
     from ..gan.trainer import load_generator
     from ..inference import SpeechToImage, load_speech_encoder
-    from .. import pipeline
 
     snapshots = sorted(Path(gan_dir).glob("checkpoints/generator_ema_*.pt"))
     if not snapshots:
         raise FileNotFoundError(f"no checkpoints/generator_ema_*.pt in {gan_dir}: train the GAN first")
     judge, captions = _judged_captions(cfg, runs_dir, n)
-    speech_encoder = load_speech_encoder(pipeline.step_dir("sen", cfg, runs_dir))
+    device = select_device(cfg.device)
+    speech_encoder = load_speech_encoder(pipeline.step_dir("sen", cfg, runs_dir), device)
     rows = []
     for path in snapshots:
-        s2i = SpeechToImage(speech_encoder, load_generator(path), cfg, torch.device("cpu"))
+        s2i = SpeechToImage(speech_encoder, load_generator(path, device), cfg, device)
         iteration = int(path.stem.rsplit("_", 1)[1])
         for split, c in captions.items():
             rows.append({"iteration": iteration, "captions": split, **_drawn(s2i, judge, c, cfg.seed)})
