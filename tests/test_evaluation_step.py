@@ -71,14 +71,14 @@ def test_drawn_by_snapshot_judges_every_snapshot_on_both_splits(smoke_gan, one_t
     from s2i_lib.evaluation import train_attribute_judge
     from s2i_lib.evaluation.attribute_judge import attribute_accuracy
     from s2i_lib.evaluation.report import drawn_by_snapshot
-    from s2i_lib.evaluation.step import GROUPS, test_queries
+    from s2i_lib.evaluation.step import GROUPS, attribute_judge_path, test_queries
     from s2i_lib.data.layout import read_dataset
     from s2i_lib.gan import load_generator
     from s2i_lib.inference import SpeechToImage, load_speech_encoder
 
     cfg, runs = smoke_gan.cfg, smoke_gan.runs_dir
     dirs = {s: pipeline.step_dir(s, cfg, runs) for s in ("data", "speech", "sen", "gan")}
-    judge = train_attribute_judge("toybirds", 64, cfg.seed, dirs["data"] / "cache" / f"attribute_judge_64_seed{cfg.seed}.pt",
+    judge = train_attribute_judge("toybirds", 64, cfg.seed, attribute_judge_path(dirs["data"] / "cache", 64, cfg.seed),
                                   n_images=32, epochs=1, n_heldout=8, width=4, batch_size=16, workers=1,
                                   progress=False)
     table = drawn_by_snapshot(cfg, dirs["gan"], runs, n=6)

@@ -250,12 +250,12 @@ def _judged_captions(cfg, runs_dir: str | Path | None, n: int) -> tuple:
     from .. import pipeline
     from ..data.layout import read_dataset
     from .attribute_judge import load_attribute_judge
-    from .step import GROUPS, test_queries
+    from .step import GROUPS, attribute_judge_path, test_queries
 
     dirs = {s: pipeline.step_dir(s, cfg, runs_dir) for s in ("data", "speech", "sen")}
     index = read_dataset(dirs["data"])
     size = cfg.gan.stage_sizes[-1]
-    judge = load_attribute_judge(Path(dirs["data"]) / "cache" / f"attribute_judge_{size}_seed{cfg.seed}.pt")
+    judge = load_attribute_judge(attribute_judge_path(Path(dirs["data"]) / "cache", size, cfg.seed))
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0x10C]))
     captions = {}
     for split in ("train", "test"):

@@ -91,6 +91,20 @@ def test_features_path(cache_dir: str | Path, size: int) -> Path:
     return Path(cache_dir) / f"inception_test_{size}.npy"
 
 
+def attribute_judge_path(cache_dir: str | Path, size: int, seed: int) -> Path:
+    """Where the attribute judge of a toy dataset at ``size`` px is cached (the dataset's ``cache/``)."""
+    return Path(cache_dir) / f"attribute_judge_{size}_seed{seed}.pt"
+
+
+def cached_attribute_judge(cfg: Config, data_dir: str | Path, size: int):
+    """The evaluation's attribute judge (``cfg.eval.judge_images`` renders, ``judge_epochs``),
+    trained once and cached beside the dataset: it depends only on the renderer."""
+    from .attribute_judge import train_attribute_judge
+    return train_attribute_judge(cfg.data.dataset, size, cfg.seed,
+                                 attribute_judge_path(Path(data_dir) / "cache", size, cfg.seed),
+                                 n_images=cfg.eval.judge_images, epochs=cfg.eval.judge_epochs)
+
+
 class Judges:
     """Everything that scores images, loaded once: Inception features (FID, mAP), the classifier of
     the test classes (IS), the SEN image encoder (R-precision), the attribute judge. The two
@@ -98,7 +112,7 @@ class Judges:
 
     def __init__(self, cfg: Config, inputs: dict[str, Path], real: np.ndarray, test: list[ImageRecord],
                  device: torch.device):
-        from . import attribute_judge, fid
+        from . import fid
         from .inception_score import train_is_classifier
         cache = Path(inputs["data"]) / "cache"
         size = real.shape[1]
@@ -111,9 +125,7 @@ class Judges:
         self.sen_images = SenImageFeatures(inputs["sen"], cfg).to(device).eval()
         self.attribute_judge = None
         if cfg.data.dataset in ("toybirds", "toyflowers"):
-            self.attribute_judge = attribute_judge.train_attribute_judge(
-                cfg.data.dataset, size, cfg.seed, cache / f"attribute_judge_{size}_seed{cfg.seed}.pt",
-                n_images=cfg.eval.judge_images, epochs=cfg.eval.judge_epochs)
+            self.attribute_judge = cached_attribute_judge(cfg, inputs["data"], size)
 
     @torch.no_grad()
     def sen_embeddings(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
