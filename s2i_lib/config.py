@@ -215,6 +215,10 @@ class GanConfig:
     rescale_embedding: bool = True
     relation_supervisor: bool = True
     rs_mode: Literal["cooperative", "adversarial"] = "cooperative"
+    # the RS reads the real, similar and wrong images' features from the SEN step's cached views
+    # (a random one of sen.feature_views per image) instead of running the backbone on them every
+    # iteration (see GanTrainingSet); false = the original, a fresh crop through the backbone
+    rs_cached_views: bool = True
     condition_on: Literal["speech", "text"] = "speech"
     batch_size: int = 24
     iterations: int = 220800

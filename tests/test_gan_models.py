@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from s2i_lib.config import load_config
 from s2i_lib.gan import (GLU, ConditioningAugmentation, Discriminator, FrozenFeatureExtractor, Generator,
-                         GanBatchSampler, RelationSupervisor, ResBlock, count_parameters,
+                         GanBatchSampler, GanTrainingSet, RelationSupervisor, ResBlock, count_parameters,
                          discriminators_from_config, kl_loss, relation_generator_loss,
                          relation_supervisor_loss, synthetic_training_set, tiny_feature_extractor)
 from s2i_lib.gan.discriminator import image_encoder
@@ -234,6 +234,36 @@ def test_sampler_draws_wrong_from_other_classes_and_similar_from_the_same_class(
     assert (cls[similar] == cls[idx]).all() and (similar != idx).all()
     assert len(torch.unique(wrong)) == 20 and len(torch.unique(similar)) == 20
     assert seen_epochs == set(range(15))  # 2 batches per epoch, drop_last
+
+
+def test_sampler_with_rs_features_looks_up_the_real_similar_and_wrong_images_views():
+    plain = synthetic_training_set(20, [16, 32, 64], 8, n_classes=3, seed=1)
+    plain.augment = False            # centre crops: a batch's wrong images are known from their rows
+    table = torch.zeros(20, 3, 2)    # row i, view v holds (i, v)
+    table[:, :, 0] = torch.arange(20.0)[:, None]
+    table[:, :, 1] = torch.arange(3.0)
+    cached = GanTrainingSet(plain.images, plain.class_ids, plain.embeddings, plain.stage_sizes,
+                            augment=False, rs_features=table)
+    a, s = GanBatchSampler(plain, 10, 4, 3, seed=0).next_batch(), GanBatchSampler(cached, 10, 4, 3, seed=0)
+    b = s.next_batch()
+    # the draws before the views are those of a set without the table; the similar image is not loaded
+    for name in ("index", "z", "eps", "embedding"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert all(torch.equal(x, y) for x, y in zip(a.real + a.wrong, b.real + b.wrong))
+    assert a.similar is not None and b.similar is None and a.rs_features is None
+    assert b.rs_features.shape == (3, 10, 2)
+    rows, cls = b.rs_features[..., 0].long(), plain.class_ids
+    assert torch.equal(rows[0], b.index)
+    assert (cls[rows[1]] == cls[b.index]).all() and (rows[1] != b.index).all()
+    assert torch.equal(plain.centre(rows[2])[-1], b.wrong[-1])     # the wrong image's own features
+    views = torch.cat([b.rs_features[..., 1].flatten()] + [s.next_batch().rs_features[..., 1].flatten()
+                                                             for _ in range(5)])
+    assert set(views.long().tolist()) == {0, 1, 2}
+    parts = [GanBatchSampler(cached, 10, 4, 3, seed=0, rank=r, world_size=2).next_batch() for r in (0, 1)]
+    assert torch.equal(torch.cat([p.rs_features for p in parts], dim=1), b.rs_features)
+    with pytest.raises(ValueError, match=r"rs_features must be \(20, views, d\)"):
+        GanTrainingSet(plain.images, plain.class_ids, plain.embeddings, plain.stage_sizes,
+                       rs_features=table[:19])
 
 
 def test_sampler_shards_the_same_global_batch_across_ranks():

@@ -1,10 +1,17 @@
-"""The gan step's data wiring: utterance embeddings grouped per image, in dataset order."""
+"""The gan step's data wiring: utterance embeddings grouped per image, in dataset order; the
+relation supervisor's features of the cached views."""
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
-from s2i_lib.gan.step import group_by_image
+from s2i_lib.data.layout import read_dataset
+from s2i_lib.data.torch_datasets import image_cache
+from s2i_lib.gan.step import SenImageFeatures, cached_view_features, group_by_image
+from s2i_lib.pipeline import ensure
+from s2i_lib.sen.backbones import augmented_views, view_params
 
 
 def _records(*keys):
@@ -32,3 +39,23 @@ def test_group_by_image_names_the_problem():
         group_by_image(np.zeros((1, 2), np.float32), ["a"], _records("a", "b"))
     with pytest.raises(ValueError, match="2 embeddings for 3 utterances"):
         group_by_image(np.zeros((2, 2), np.float32), ["a", "a", "a"], _records("a"))
+
+
+def test_cached_views_give_what_the_extractor_gives_on_those_views(smoke_gan, one_thread):
+    cfg, runs = smoke_gan.cfg, smoke_gan.runs_dir
+    index = read_dataset(ensure("data", cfg, runs))
+    extractor = SenImageFeatures(ensure("sen", cfg, runs), cfg).eval()
+    table = cached_view_features(cfg, index, extractor)
+    n, views = len(index.split("train")), cfg.sen.feature_views
+    assert table.shape == (n, views, extractor.projection.out_features) and views >= 2
+    # the same views of the first 3 images, rebuilt and run through the extractor's own forward
+    images = image_cache(index, "train", cfg.data.image_size)[:3]
+    params = view_params(n, views, cfg.seed, cfg.data.image_size)[:3]
+    with torch.no_grad():
+        live = extractor(augmented_views(images, params)).reshape(3, views, -1)
+    assert torch.allclose(table[:3], live, atol=5e-3)     # the cache stores float16
+    assert not torch.allclose(table[:, 0], table[:, 1], atol=5e-3)
+    off = dataclasses.replace(cfg, gan=dataclasses.replace(cfg.gan, rs_cached_views=False))
+    assert cached_view_features(off, index, extractor) is None
+    other_size = dataclasses.replace(cfg, gan=dataclasses.replace(cfg.gan, stage_sizes=[32, 64, 128]))
+    assert cached_view_features(other_size, index, extractor) is None

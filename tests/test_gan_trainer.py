@@ -9,8 +9,8 @@ import torch
 import torch.nn as nn
 
 from s2i_lib.config import load_config
-from s2i_lib.gan import (GanDivergenceError, GanTrainer, load_generator, synthetic_training_set,
-                         tiny_feature_extractor)
+from s2i_lib.gan import (GanDivergenceError, GanTrainer, GanTrainingSet, load_generator,
+                         relation_supervisor_loss, synthetic_training_set, tiny_feature_extractor)
 
 EMBED = 24
 
@@ -81,6 +81,35 @@ def test_rs_term_trains_the_generator_through_the_frozen_extractor(data, tmp_pat
                      keep_freed_memory=False)
     with pytest.raises(ValueError, match="blocks gradients"):
         bad.train_step(bad.make_sampler(data).next_batch())
+
+
+def test_rs_reads_real_similar_and_wrong_features_from_the_table(data, tmp_path):
+    seen = []
+
+    class Counting(nn.Module):   # the extractor, recording the size of every batch it runs on
+        def __init__(self):
+            super().__init__()
+            self.net = tiny_feature_extractor()
+
+        def forward(self, x):
+            seen.append(x.shape[0])
+            return self.net(x)
+    table = torch.randn(len(data), 2, 32)
+    cached = GanTrainingSet(data.images, data.class_ids, data.embeddings, data.stage_sizes, rs_features=table)
+    tr = GanTrainer(smoke_cfg(), EMBED, tmp_path, feature_extractor=Counting(), seed=3, progress=False,
+                    keep_freed_memory=False)
+    batch = tr.make_sampler(cached).next_batch()
+    with torch.no_grad():   # the RS loss the step must see: the table's rows, the fakes' features
+        fakes, _, _ = tr.generator(batch.z, batch.embedding, batch.eps)
+        f_real, f_similar, f_wrong = batch.rs_features.unbind(0)
+        expected = relation_supervisor_loss(tr.relation, f_real, f_similar, tr.extractor(fakes[-1]), f_wrong)
+    seen.clear()
+    logs = tr.train_step(batch)
+    assert seen == [4]                   # the generated images only (without the table: [12, 4])
+    assert logs["RS"] == pytest.approx(float(expected), rel=1e-5)
+    with pytest.raises(ValueError, match="rs_features are 31-d, the feature extractor gives 32"):
+        tr.make_sampler(GanTrainingSet(data.images, data.class_ids, data.embeddings, data.stage_sizes,
+                                       rs_features=table[..., :31]))
 
 
 def test_interrupted_run_resumes_bit_identical(data, tmp_path):

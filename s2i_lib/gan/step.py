@@ -27,7 +27,7 @@ from ..data.layout import ImageRecord, read_dataset
 from ..data.torch_datasets import ImageCaptionDataset
 from ..device import select_device
 from ..sen.image_encoder import ImageEncoder
-from ..sen.training import load_configured_backbone
+from ..sen.training import backbone_features, load_configured_backbone
 from ..speech.features import FeatureStore
 from .blocks import count_parameters
 from .trainer import GanTrainer, GanTrainingSet
@@ -98,6 +98,28 @@ class SenImageFeatures(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.projection(self.backbone(images).float()), dim=1)
 
+    @torch.no_grad()
+    def of_backbone_features(self, features: np.ndarray, chunk: int = 4096) -> torch.Tensor:
+        """What ``forward`` gives for images whose backbone features are ``features`` (..., F),
+        e.g. the SEN step's cached views (N, views, F): (..., d) float32."""
+        flat = features.reshape(-1, features.shape[-1])
+        out = [F.normalize(self.projection(torch.from_numpy(np.asarray(flat[i:i + chunk], np.float32))), dim=1)
+               for i in range(0, len(flat), chunk)]
+        return torch.cat(out).reshape(*features.shape[:-1], -1)
+
+
+def cached_view_features(cfg: Config, index, extractor: SenImageFeatures) -> torch.Tensor | None:
+    """The RS features of the cached backbone views of every training image (N, views, d), or None
+    when they would not be the views the GAN trains on (the data's image size is not the GAN's
+    last stage) or ``gan.rs_cached_views`` is off. Builds the cache if the SEN step has not."""
+    if not cfg.gan.rs_cached_views:
+        return None
+    if cfg.data.image_size != cfg.gan.stage_sizes[-1]:
+        print(f"[gan] the cached views are {cfg.data.image_size} px, the last stage "
+              f"{cfg.gan.stage_sizes[-1]} px: the RS runs the backbone on every image instead")
+        return None
+    return extractor.of_backbone_features(backbone_features(index, "train", cfg))
+
 
 def train_gan_step(cfg: Config, out_dir: Path, inputs: dict[str, Path],
                    embeddings: np.ndarray | None = None) -> dict:
@@ -110,8 +132,9 @@ def train_gan_step(cfg: Config, out_dir: Path, inputs: dict[str, Path],
     dataset = ImageCaptionDataset(index, "train", sizes=tuple(g.stage_sizes), augment=True, seed=cfg.seed)
     if embeddings is None:
         embeddings = caption_embeddings(cfg, inputs, train, "train")
-    data = GanTrainingSet.from_image_caption_dataset(dataset, embeddings)
     extractor = SenImageFeatures(inputs["sen"], cfg) if g.relation_supervisor else None
+    rs_features = cached_view_features(cfg, index, extractor) if extractor is not None else None
+    data = GanTrainingSet.from_image_caption_dataset(dataset, embeddings, rs_features)
     trainer = GanTrainer(g, data.embed_dim, out_dir, feature_extractor=extractor, device=device,
                          seed=cfg.seed)
     print(f"[gan] {len(data)} training images x {embeddings.shape[1]} captions, conditioned on "
