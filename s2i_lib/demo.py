@@ -55,7 +55,14 @@ TRIM_MARGIN_S = 0.03
 # ------------------------------------------------------------------------------------ recordings
 def speech_bounds(wave: np.ndarray, sample_rate: int, floor_rms: float = 1e-3) -> tuple[int, int] | None:
     """(start, end) sample of the span from the first to the last frame that sounds like speech,
-    or None if no frame does (thresholds above).
+    or None if no frame does (thresholds above)."""
+    return speech_activity(wave, sample_rate, floor_rms)[0]
+
+
+def speech_activity(wave: np.ndarray, sample_rate: int, floor_rms: float = 1e-3
+                    ) -> tuple[tuple[int, int] | None, float]:
+    """``speech_bounds`` and the seconds of sound inside them (the frames above the threshold,
+    hop by hop): two clicks far apart span seconds but sound for a few milliseconds.
 
     An energy threshold, not ``torchaudio.functional.vad``: on clean TTS utterances vad with its
     defaults cut the first 0.3 s of speech (it needs 0.25 s of activity to trigger and keeps
@@ -71,15 +78,16 @@ def speech_bounds(wave: np.ndarray, sample_rate: int, floor_rms: float = 1e-3) -
     else:
         frames = np.lib.stride_tricks.sliding_window_view(wave, frame)[::hop]
     if frames.size == 0:
-        return None
+        return None, 0.0
     rms = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
     peak, noise = float(rms.max()), float(np.percentile(rms, 5))
     threshold = max(floor_rms, peak * _gain(-TRIM_BELOW_PEAK_DB),
                     min(noise * _gain(TRIM_ABOVE_NOISE_DB), peak * _gain(-TRIM_NOISE_CAP_DB)))
     active = np.nonzero(rms >= threshold)[0]
     if len(active) == 0:
-        return None
-    return int(active[0] * hop), int(min(len(wave), active[-1] * hop + frame))
+        return None, 0.0
+    bounds = int(active[0] * hop), int(min(len(wave), active[-1] * hop + frame))
+    return bounds, min(len(active) * hop, bounds[1] - bounds[0]) / sample_rate
 
 
 def _gain(db: float) -> float:
@@ -116,8 +124,7 @@ def load_recording(path: str | Path, speech: SpeechConfig, name: str | None = No
             raise
         # the temporary path means nothing to the user: name the file they gave
         raise type(e)(str(e).replace(str(path), name)) from None
-    bounds = speech_bounds(wave, speech.sample_rate, speech.silence_rms)
-    spoken = 0.0 if bounds is None else (bounds[1] - bounds[0]) / speech.sample_rate
+    bounds, spoken = speech_activity(wave, speech.sample_rate, speech.silence_rms)
     if spoken < speech.min_speech_seconds:
         raise AudioError(f"{shown} has {spoken:.2f} s of sound above the silence level; at least "
                          f"{speech.min_speech_seconds} s of speech is needed")

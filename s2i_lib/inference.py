@@ -24,7 +24,7 @@ from .config import Config, SenConfig
 from .gan.step import GENERATOR_FILE
 from .gan.trainer import load_generator
 from .sen.speech_encoder import MIN_FRAMES, SpeechEncoder
-from .speech.features import log_mel, read_audio
+from .speech.features import log_mel
 
 
 def load_speech_encoder(sen_dir: str | Path, device: torch.device | str = "cpu") -> SpeechEncoder:
@@ -104,12 +104,6 @@ class SpeechToImage:
         """Log-mel features (T, n_mels) of a waveform at the speech step's sample rate."""
         s = self.cfg.speech
         return log_mel(wave, s.sample_rate, s.n_mels, s.win_ms, s.hop_ms)
-
-    def read(self, path: str | Path) -> np.ndarray:
-        """A recording (WAV/FLAC/OGG/MP3) as a waveform at the speech step's rate; bad files are
-        ``AudioError``s naming the problem."""
-        return read_audio(path, self.cfg.speech.sample_rate, self.cfg.speech.max_audio_seconds,
-                          self.cfg.speech.silence_rms).numpy()
 
     @torch.no_grad()
     def embed(self, features: list[torch.Tensor]) -> torch.Tensor:

@@ -9,7 +9,8 @@ import soundfile as sf
 from s2i_lib.data import toy_birds, toy_flowers
 from s2i_lib.data.captions import make_captions
 from s2i_lib.demo import (KEEP, MAX_UPLOAD_BYTES, Demo, build_widgets, colour_attributes,
-                          colour_mentions, speech_bounds, swap_colours, trim_silence)
+                          colour_mentions, speech_activity, speech_bounds, swap_colours,
+                          trim_silence)
 from s2i_lib.speech.features import AudioError
 
 SR = 22050
@@ -47,6 +48,14 @@ def test_trim_silence_keeps_soft_speech_without_pauses():
     # no silence at all: the quietest frames (23 dB down) are speech, not a noise floor
     wave = np.concatenate([tone(0.2, 0.3 / 14), tone(0.8)])
     assert speech_bounds(wave, SR)[0] == 0
+
+
+def test_speech_activity_counts_the_sound_not_the_span():
+    wave = np.concatenate([tone(0.5), np.zeros(SR, np.float32), tone(0.5)])
+    bounds, seconds = speech_activity(wave, SR)
+    assert bounds == speech_bounds(wave, SR) and abs((bounds[1] - bounds[0]) / SR - 2.0) <= 0.02
+    assert abs(seconds - 1.0) <= 0.03
+    assert speech_activity(np.zeros(SR, np.float32), SR) == (None, 0.0)
 
 
 def test_trim_silence_of_silence_is_empty():
@@ -189,6 +198,9 @@ def test_compressed_uploads(demo, name, fmt, subtype):
     ("long.wav", wav_file(tone(31.0, rate=8000), 8000), "31.0 s long"),
     ("silent.wav", wav_file(np.zeros(SR, np.float32)), "silent"),
     ("click.wav", wav_file(np.concatenate([np.zeros(SR, np.float32), tone(0.01, 0.9)])), "speech is needed"),
+    # two clicks 2 s apart: a long span, but 0.02 s of sound
+    ("clicks.wav", wav_file(np.concatenate([tone(0.01, 0.9), np.zeros(2 * SR, np.float32), tone(0.01, 0.9)])),
+     r"has 0.0\d s of sound.*speech is needed"),
 ])
 def test_bad_uploads_are_refused_by_name(demo, name, content, message):
     with pytest.raises(AudioError, match=message) as e:
