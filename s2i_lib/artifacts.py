@@ -194,7 +194,7 @@ def run_step(step_dir: Path, name: str, config_hash: str, config_section: dict,
 
     ``work`` returns the step's figures (a JSON-able dict). It may be interrupted at any point: it
     must write its own outputs atomically and may resume from what a previous attempt with the
-    same config left behind (``started.json`` records which config that was). When the config
+    same config and upstream runs left behind (``started.json`` records which they were). When the config
     changed, the old outputs are removed first, so no file from another config can leak in.
     """
     state = step_state(step_dir, name, config_hash, upstream_runs)
@@ -204,16 +204,22 @@ def run_step(step_dir: Path, name: str, config_hash: str, config_section: dict,
         return state.metrics  # type: ignore[return-value]
 
     started_path = step_dir / STARTED_FILE
+    # an interrupted run resumes only on the same config *and* the same upstream runs: files made
+    # from an earlier SEN's embeddings must not be mixed with a re-run SEN's
+    started = {"config_hash": config_hash, "upstream_runs": upstream_runs}
     resumable = (state.status == "partial" and not force and started_path.exists()
-                 and _started_hash(started_path) == config_hash)
+                 and _started_by(started_path) == started)
     if step_dir.exists() and not resumable:
-        if state.status != "missing":
+        if state.status == "partial" and not force:
+            log(f"[{name}] the interrupted run in {step_dir} was made with another config or other "
+                f"upstream runs: rebuilding it")
+        elif state.status != "missing":
             log(f"[{name}] {'forced re-run' if force else state.reason}: rebuilding {step_dir}")
         _remove_tree(step_dir)
     elif resumable:
         log(f"[{name}] resuming an interrupted run in {step_dir}")
     step_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(started_path, {"config_hash": config_hash, "started_at": _now()})
+    atomic_write_json(started_path, {**started, "started_at": _now()})
 
     t0 = time.perf_counter()
     with PeakMemory() as mem:
@@ -240,11 +246,13 @@ def run_step(step_dir: Path, name: str, config_hash: str, config_section: dict,
     return metrics
 
 
-def _started_hash(path: Path) -> str | None:
+def _started_by(path: Path) -> dict | None:
+    """What ``started.json`` says the interrupted run was made from (None if unreadable)."""
     try:
-        return read_json(path).get("config_hash")
+        started = read_json(path)
     except ValueError:
         return None
+    return {"config_hash": started.get("config_hash"), "upstream_runs": started.get("upstream_runs")}
 
 
 def _remove_tree(path: Path) -> None:

@@ -70,31 +70,38 @@ def test_upstream_rerun_makes_step_stale(tmp_path):
     assert st.status == "stale" and "upstream step 'data'" in st.reason
 
 
-def test_interrupted_step_resumes_with_its_finished_files(tmp_path):
-    d = tmp_path / "step"
-
+def _interrupt(d, config_hash, upstream):
+    """A run of step ``s`` in ``d`` killed after writing ``part1``."""
     def interrupted(p):
         (p / "part1").write_text("done")
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_step(d, "s", "h", {}, {}, interrupted, log=print)
+        run_step(d, "s", config_hash, {}, upstream, interrupted, log=print)
+
+
+def _rerun_sees_part1(d, config_hash, upstream) -> bool:
+    seen = []
+    run_step(d, "s", config_hash, {}, upstream, lambda p: seen.append((p / "part1").exists()) or {}, log=print)
+    assert (d / METRICS_FILE).exists()
+    return seen == [True]
+
+
+def test_interrupted_step_resumes_with_its_finished_files(tmp_path):
+    d = tmp_path / "step"
+    _interrupt(d, "h", {"sen": "run-a"})
     assert not (d / METRICS_FILE).exists()
     assert step_state(d, "s", "h", {}).status == "partial"
-    seen = []
-    run_step(d, "s", "h", {}, {}, lambda p: seen.append((p / "part1").exists()) or {}, log=print)
-    assert seen == [True] and (d / METRICS_FILE).exists()
+    assert _rerun_sees_part1(d, "h", {"sen": "run-a"})
 
 
 def test_interrupted_step_with_other_config_is_not_resumed(tmp_path):
     d = tmp_path / "step"
+    _interrupt(d, "h1", {})
+    assert not _rerun_sees_part1(d, "h2", {})
 
-    def interrupted(p):
-        (p / "part1").write_text("x")
-        raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        run_step(d, "s", "h1", {}, {}, interrupted, log=print)
-    seen = []
-    run_step(d, "s", "h2", {}, {}, lambda p: seen.append((p / "part1").exists()) or {}, log=print)
-    assert seen == [False]
+def test_interrupted_step_is_not_resumed_after_an_upstream_rerun(tmp_path):
+    d = tmp_path / "step"
+    _interrupt(d, "h", {"sen": "run-a"})   # its files were made from the SEN's run-a
+    assert not _rerun_sees_part1(d, "h", {"sen": "run-b"})

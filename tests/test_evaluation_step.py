@@ -1,4 +1,5 @@
 """The evaluation step's own logic: query groups, the colour-swap draw, the results table."""
+import dataclasses
 import math
 from types import SimpleNamespace
 
@@ -103,3 +104,32 @@ def test_drawn_by_snapshot_judges_every_snapshot_on_both_splits(smoke_gan, one_t
     assert table.loc[(int(snapshots[-1].stem[-7:]), "test"), "overall"] == pytest.approx(expected, abs=1e-3)
     with pytest.raises(FileNotFoundError, match="generator_ema"):
         drawn_by_snapshot(cfg, tmp_path, runs)
+
+
+def test_eval_interrupted_in_the_ablations_resumes_after_the_full_model(smoke_gan, one_thread, monkeypatch):
+    """The full model's figures are written before the ablations start: a resumed run reads them
+    instead of generating and judging again, and the final table still has them."""
+    from s2i_lib import pipeline
+    from s2i_lib.artifacts import read_json
+    from s2i_lib.evaluation import ablations, step
+
+    cfg = dataclasses.replace(smoke_gan.cfg, eval=dataclasses.replace(smoke_gan.cfg.eval, ablations=True))
+    runs = smoke_gan.runs_dir
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(ablations, "run_ablations", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.ensure("eval", cfg, runs)
+    eval_dir = pipeline.step_dir("eval", cfg, runs)
+    kept = read_json(eval_dir / "model_results.json")
+    assert set(kept) == {"real test images", "S2IGAN, training voices", "S2IGAN, held-out voices"}
+    assert not (eval_dir / "metrics.json").exists()
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the full model was evaluated again")
+    monkeypatch.setattr(step, "evaluate_model", must_not_run)
+    monkeypatch.setattr(ablations, "run_ablations", lambda *a, **k: {"w/o RS, training voices": {"IS": 1.0}})
+    pipeline.ensure("eval", cfg, runs)
+    results = read_json(eval_dir / "results.json")["results"]
+    assert {k: results[k] for k in kept} == kept and results["w/o RS, training voices"] == {"IS": 1.0}

@@ -13,7 +13,8 @@ text-conditioned               the GAN is conditioned on the text baseline's emb
                                written captions (``gan.condition_on: text``)
 ============================== ======================================================================
 
-Each variant trains in ``<eval>/ablations/<name>/gan`` (resumable: an interrupted run continues)
+Each variant trains in ``<eval>/ablations/<name>/gan`` (resumable: an interrupted run continues
+from there; the full model's figures, in ``<eval>/model_results.json``, are not computed again)
 and costs one more ``gan`` step. The text-conditioned model is evaluated on the written test
 captions (no voices, so no colour swap).
 """
