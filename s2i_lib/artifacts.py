@@ -211,8 +211,8 @@ def run_step(step_dir: Path, name: str, config_hash: str, config_section: dict,
                  and _started_by(started_path) == started)
     if step_dir.exists() and not resumable:
         if state.status == "partial" and not force:
-            log(f"[{name}] the interrupted run in {step_dir} was made with another config or other "
-                f"upstream runs: rebuilding it")
+            log(f"[{name}] the interrupted run in {step_dir} cannot be resumed (another config, "
+                f"other runs of the steps before it, or no {STARTED_FILE}): rebuilding it")
         elif state.status != "missing":
             log(f"[{name}] {'forced re-run' if force else state.reason}: rebuilding {step_dir}")
         _remove_tree(step_dir)
