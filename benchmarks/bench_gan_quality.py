@@ -14,7 +14,8 @@ notebook 04 on the same seeded draw of ``--n`` training and ``--n`` test caption
 A full ``gan`` step (800 iterations) took 12 min 20 s on the default profile; 400 iterations 6.2 min
 of training, 2000 iterations 28.8 min and their extension to 4000 another 28.5 min, quiet (a
 precursor of this script chose ``gan.d_projection``). A run extended with more ``--iterations``
-continues from its last checkpoint, and every snapshot is judged again (on the same captions). Writes ``outputs/experiments/<name>/quality.json``.
+continues from its last checkpoint, and every snapshot is judged again (on the same captions).
+Writes ``outputs/experiments/<name>/quality.json``.
 """
 from __future__ import annotations
 

@@ -84,6 +84,16 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path} is not valid JSON ({e}); delete it to rebuild") from e
 
 
+def json_once(path: str | os.PathLike, compute: Callable[[], Any]) -> Any:
+    """``compute()``, written to ``path`` (JSON, atomically); if ``path`` already exists, what it
+    holds instead: the finished part of a step that was interrupted later and is now resumed."""
+    if Path(path).exists():
+        return read_json(path)
+    result = compute()
+    atomic_write_json(path, result)
+    return result
+
+
 def saved_state_for(path: str | os.PathLike, request: dict) -> dict | None:
     """The dict ``torch.save``d at ``path`` if it was made for ``request`` (its ``"request"``
     entry); None if the file is missing, damaged, foreign or made for another request: a cache

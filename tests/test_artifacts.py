@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from s2i_lib.artifacts import (METRICS_FILE, atomic_path, atomic_write_json, run_step, stable_hash,
-                               step_state)
+from s2i_lib.artifacts import (METRICS_FILE, atomic_path, atomic_write_json, json_once, run_step,
+                               stable_hash, step_state)
 
 
 def test_atomic_write_replaces_whole_file_and_leaves_no_temp(tmp_path):
@@ -105,3 +105,15 @@ def test_interrupted_step_is_not_resumed_after_an_upstream_rerun(tmp_path):
     d = tmp_path / "step"
     _interrupt(d, "h", {"sen": "run-a"})   # its files were made from the SEN's run-a
     assert not _rerun_sees_part1(d, "h", {"sen": "run-b"})
+
+
+def test_json_once_computes_once_then_reads_back(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"IS": 4.5, "n": len(calls)}
+
+    path = tmp_path / "done.json"
+    assert json_once(path, compute) == {"IS": 4.5, "n": 1}
+    assert json_once(path, compute) == {"IS": 4.5, "n": 1} and calls == [1]

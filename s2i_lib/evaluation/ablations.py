@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..artifacts import atomic_write_json, read_json
+from ..artifacts import json_once
 from ..config import Config
 from ..data.layout import ImageRecord, read_dataset
 from ..device import select_device
@@ -60,41 +60,41 @@ def utterance_embeddings(encoder: SpeechEncoder, speech_dir: Path, split: str,
 
 
 def run_ablations(cfg: Config, inputs: dict[str, Path], out_dir: Path, judges, test: list[ImageRecord]) -> dict:
-    from .step import QueryGroup, evaluate_model, test_queries
     device = select_device(cfg.device)
-    index = read_dataset(inputs["data"])
-    train = index.split("train")
+    train = read_dataset(inputs["data"]).split("train")
     results = {}
     for name, change in VARIANTS.items():
         folder = out_dir / "ablations" / name.replace("/", "").replace(" ", "_")
-        done = folder / "results.json"
-        if done.exists():   # evaluated by an earlier, interrupted run of this step
-            results.update(read_json(done))
-            continue
-        v_cfg = dataclasses.replace(cfg, gan=dataclasses.replace(cfg.gan, **change))
-        speech_encoder = load_speech_encoder(inputs["sen"], device)
-        train_embeddings = None
-        test_emb = np.load(Path(inputs["sen"]) / "embeddings" / "speech_test.npy")
-        if name == "w/o SEN":
-            speech_encoder = untrained_speech_encoder(cfg, speech_encoder.n_mels).to(device)
-            store = FeatureStore(inputs["speech"], "train")
-            wanted = {r.key for r in train}
-            train_embeddings = group_by_image(
-                utterance_embeddings(speech_encoder, inputs["speech"], "train", train, device),
-                [k for k in store.keys if k in wanted], train)
-            test_emb = utterance_embeddings(speech_encoder, inputs["speech"], "test", test, device)
-        print(f"[eval] ablation {name!r}: training its generator in {folder / 'gan'}")
-        train_gan_step(v_cfg, folder / "gan", inputs, embeddings=train_embeddings)
-        s2i = SpeechToImage(speech_encoder, load_generator(folder / "gan" / GENERATOR_FILE, device), v_cfg, device)
-        if name == "text-conditioned":
-            q = text_queries(test, cfg.speech.captions_per_image)
-            groups = {"written captions": QueryGroup(
-                np.load(Path(inputs["sen"]) / "embeddings" / "text_test.npy"), q.image_pos, q.caption_index, q.voices)}
-            v_cfg = dataclasses.replace(v_cfg, eval=dataclasses.replace(cfg.eval, colour_swaps=0))
-        else:
-            groups = test_queries(inputs["speech"], test_emb, test)
-        figures = {f"{name}, {g}": f for g, f in
-                   evaluate_model(s2i, groups, judges, test, v_cfg, folder, name).items()}
-        atomic_write_json(done, figures)
-        results.update(figures)
+        # read back if an earlier, interrupted run of this step evaluated it already
+        results.update(json_once(folder / "results.json", lambda: _train_and_evaluate(
+            name, change, folder, cfg, inputs, judges, test, train, device)))
     return results
+
+
+def _train_and_evaluate(name: str, change: dict, folder: Path, cfg: Config, inputs: dict[str, Path],
+                        judges, test: list[ImageRecord], train: list[ImageRecord], device: torch.device) -> dict:
+    """Train the variant ``name``'s generator in ``folder / "gan"`` and return its figures."""
+    from .step import QueryGroup, evaluate_model, test_queries
+    v_cfg = dataclasses.replace(cfg, gan=dataclasses.replace(cfg.gan, **change))
+    speech_encoder = load_speech_encoder(inputs["sen"], device)
+    train_embeddings = None
+    test_emb = np.load(Path(inputs["sen"]) / "embeddings" / "speech_test.npy")
+    if name == "w/o SEN":
+        speech_encoder = untrained_speech_encoder(cfg, speech_encoder.n_mels).to(device)
+        store = FeatureStore(inputs["speech"], "train")
+        wanted = {r.key for r in train}
+        train_embeddings = group_by_image(
+            utterance_embeddings(speech_encoder, inputs["speech"], "train", train, device),
+            [k for k in store.keys if k in wanted], train)
+        test_emb = utterance_embeddings(speech_encoder, inputs["speech"], "test", test, device)
+    print(f"[eval] ablation {name!r}: training its generator in {folder / 'gan'}")
+    train_gan_step(v_cfg, folder / "gan", inputs, embeddings=train_embeddings)
+    s2i = SpeechToImage(speech_encoder, load_generator(folder / "gan" / GENERATOR_FILE, device), v_cfg, device)
+    if name == "text-conditioned":
+        q = text_queries(test, cfg.speech.captions_per_image)
+        groups = {"written captions": QueryGroup(
+            np.load(Path(inputs["sen"]) / "embeddings" / "text_test.npy"), q.image_pos, q.caption_index, q.voices)}
+        v_cfg = dataclasses.replace(v_cfg, eval=dataclasses.replace(cfg.eval, colour_swaps=0))
+    else:
+        groups = test_queries(inputs["speech"], test_emb, test)
+    return {f"{name}, {g}": f for g, f in evaluate_model(s2i, groups, judges, test, v_cfg, folder, name).items()}

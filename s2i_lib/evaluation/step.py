@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..artifacts import atomic_path, atomic_write_json, read_json
+from ..artifacts import atomic_path, atomic_write_json, json_once
 from ..config import Config
 from ..data.build import toy_module
 from ..data.captions import swap_colour
@@ -289,12 +289,7 @@ def evaluate_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
     groups = test_queries(inputs["speech"], emb, test)
     judges = Judges(cfg, inputs, real, test, device)
 
-    # the full model's figures are kept apart so that a run interrupted in the ablations resumes
-    # after them (the ablations keep theirs in ablations/<name>/results.json)
-    model_done = out_dir / "model_results.json"
-    if model_done.exists():
-        results = read_json(model_done)
-    else:
+    def full_model() -> dict:
         # the ceiling: the real test images under the same judges
         ref = groups[GROUPS[0]]
         results = {"real test images": image_metrics(judges, real[ref.image_pos], ref,
@@ -302,7 +297,11 @@ def evaluate_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
         s2i = SpeechToImage.from_dirs(cfg, inputs["sen"], inputs["gan"], device)
         for group, figures in evaluate_model(s2i, groups, judges, test, cfg, out_dir, "S2IGAN").items():
             results[f"S2IGAN, {group}"] = figures
-        atomic_write_json(model_done, results)
+        return results
+
+    # kept apart, so that a run interrupted in the ablations resumes after the full model (the
+    # ablations keep theirs in ablations/<name>/results.json)
+    results = json_once(out_dir / "model_results.json", full_model)
     if cfg.eval.ablations:
         from .ablations import run_ablations
         results.update(run_ablations(cfg, inputs, out_dir, judges, test))
