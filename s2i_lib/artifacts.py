@@ -179,9 +179,13 @@ class StepState:
     metrics: dict | None
 
 
-def step_state(step_dir: Path, name: str, config_hash: str,
-               upstream_runs: dict[str, str]) -> StepState:
-    """Compare what is in ``step_dir`` with the config and upstream runs it should come from."""
+def step_state(step_dir: Path, name: str, config_hash: str, upstream_runs: dict[str, str],
+               missing: Callable[[dict], str | None] | None = None) -> StepState:
+    """Compare what is in ``step_dir`` with the config and upstream runs it should come from.
+
+    ``missing(metrics)``: for a finished run of this config, what the request adds to it (a
+    reason), or None; a finished run that misses something is 'partial': it is extended in place.
+    """
     metrics_path = step_dir / METRICS_FILE
     if not metrics_path.exists():
         status = "partial" if step_dir.exists() and any(step_dir.iterdir()) else "missing"
@@ -194,20 +198,26 @@ def step_state(step_dir: Path, name: str, config_hash: str,
     for up, run_id in upstream_runs.items():
         if recorded.get(up) != run_id:
             return StepState(name, step_dir, "stale", f"upstream step '{up}' was re-run", metrics)
+    lacking = missing(metrics) if missing is not None else None
+    if lacking:
+        return StepState(name, step_dir, "partial", lacking, metrics)
     return StepState(name, step_dir, "done", "up to date", metrics)
 
 
 def run_step(step_dir: Path, name: str, config_hash: str, config_section: dict,
              upstream_runs: dict[str, str], work: Callable[[Path], dict],
-             force: bool = False, log: Callable[[str], None] = print) -> dict:
+             force: bool = False, log: Callable[[str], None] = print,
+             missing: Callable[[dict], str | None] | None = None) -> dict:
     """Run ``work(step_dir)`` unless the step is up to date, then write its ``metrics.json``.
 
     ``work`` returns the step's figures (a JSON-able dict). It may be interrupted at any point: it
     must write its own outputs atomically and may resume from what a previous attempt with the
     same config and upstream runs left behind (``started.json`` records which they were). When the config
     changed, the old outputs are removed first, so no file from another config can leak in.
+    A finished run that ``missing`` (see ``step_state``) finds short is resumed the same way: the
+    work finds its outputs there and adds the rest.
     """
-    state = step_state(step_dir, name, config_hash, upstream_runs)
+    state = step_state(step_dir, name, config_hash, upstream_runs, missing)
     if state.status == "done" and not force:
         log(f"[{name}] up to date in {step_dir} (config {config_hash}); nothing to do. "
             f"Use force=True / --force to re-run.")
@@ -226,6 +236,8 @@ def run_step(step_dir: Path, name: str, config_hash: str, config_section: dict,
         elif state.status != "missing":
             log(f"[{name}] {'forced re-run' if force else state.reason}: rebuilding {step_dir}")
         _remove_tree(step_dir)
+    elif resumable and state.metrics is not None:
+        log(f"[{name}] {state.reason}: extending the finished run in {step_dir}")
     elif resumable:
         log(f"[{name}] resuming an interrupted run in {step_dir}")
     step_dir.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,12 @@ from .artifacts import stable_hash
 
 STEPS = ("data", "speech", "sen", "gan", "eval")
 
+# Switches that only *add* outputs to a step: what the step makes without them is the same with
+# them. They are left out of the step's hash, so turning one on extends a finished run (the
+# ablations after a plain evaluation reuse its ~9 minutes of full-model figures) and turning it
+# off keeps what was added (a later `make run` does not throw away the ablations' hour and a half).
+EXTENDING_KEYS: dict[str, tuple[str, ...]] = {"eval": ("ablations",)}
+
 
 class ConfigError(ValueError):
     """A profile or override is wrong; the message names the key and the value."""
@@ -305,7 +311,19 @@ class Config:
         if step not in STEPS:
             raise ValueError(f"unknown step {step!r}; expected one of {STEPS}")
         upto = STEPS[: STEPS.index(step) + 1]
-        return stable_hash({"seed": self.seed, **{s: dataclasses.asdict(getattr(self, s)) for s in upto}})
+        sections = {s: dataclasses.asdict(getattr(self, s)) for s in upto}
+        for s, keys in EXTENDING_KEYS.items():
+            for k in keys:
+                sections.get(s, {}).pop(k, None)
+        return stable_hash({"seed": self.seed, **sections})
+
+    def missing_extensions(self, step: str, finished: dict) -> str | None:
+        """What this config asks of ``step`` that a finished run of the same hash (its
+        ``metrics.json``) did not do: the ``EXTENDING_KEYS`` on here and off there. None if nothing."""
+        done = finished.get("config", {}).get(step, {})
+        wanted = [f"{step}.{k}" for k in EXTENDING_KEYS.get(step, ())
+                  if getattr(getattr(self, step), k) and not done.get(k)]
+        return f"{', '.join(wanted)} asked for, the finished run has none" if wanted else None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -53,7 +53,11 @@ def state(step: str, cfg: Config, runs_dir: str | Path | None = None) -> StepSta
             return StepState(step, own, "stale" if built else "missing",
                              f"upstream step '{up}' is {up_state.status}", None)
         upstream[up] = up_state.metrics["run_id"]
-    return step_state(own, step, cfg.step_hash(step), upstream)
+    return step_state(own, step, cfg.step_hash(step), upstream, _missing(step, cfg))
+
+
+def _missing(step: str, cfg: Config) -> Callable[[dict], str | None]:
+    return lambda finished: cfg.missing_extensions(step, finished)
 
 
 def ensure(step: str, cfg: Config, runs_dir: str | Path | None = None, force: bool = False,
@@ -72,5 +76,5 @@ def ensure(step: str, cfg: Config, runs_dir: str | Path | None = None, force: bo
     out = step_dir(step, cfg, runs_dir)
     section = {"seed": cfg.seed, "device": cfg.device, step: cfg.to_dict()[step]}
     run_step(out, step, cfg.step_hash(step), section, upstream_runs,
-             work=lambda d: work(cfg, d, inputs), force=force, log=log)
+             work=lambda d: work(cfg, d, inputs), force=force, log=log, missing=_missing(step, cfg))
     return out

@@ -107,6 +107,23 @@ def test_interrupted_step_is_not_resumed_after_an_upstream_rerun(tmp_path):
     assert not _rerun_sees_part1(d, "h", {"sen": "run-b"})
 
 
+def test_finished_step_missing_an_extension_is_extended_in_place(tmp_path):
+    d, logs = tmp_path / "step", []
+    run_step(d, "s", "h", {"extra": False}, {"sen": "run-a"},
+             lambda p: {"bytes": (p / "part1").write_text("done")}, log=logs.append)
+
+    def missing(metrics):
+        return None if metrics["config"]["extra"] else "extra asked for"
+    assert step_state(d, "s", "h", {"sen": "run-a"}, missing).status == "partial"
+    seen = []
+    m = run_step(d, "s", "h", {"extra": True}, {"sen": "run-a"},
+                 lambda p: seen.append((p / "part1").exists()) or {}, log=logs.append, missing=missing)
+    assert seen == [True] and m["config"] == {"extra": True} and "extending the finished run" in logs[-2]
+    assert step_state(d, "s", "h", {"sen": "run-a"}, missing).status == "done"
+    # another config or upstream run still rebuilds from scratch
+    assert not _rerun_sees_part1(d, "h", {"sen": "run-b"})
+
+
 def test_json_once_computes_once_then_reads_back(tmp_path):
     calls = []
 

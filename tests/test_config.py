@@ -86,3 +86,17 @@ def test_step_hash_changes_downstream_only():
     # the device does not change results' identity, the seed does
     assert load_config("smoke", {"device": "cpu"}).step_hash("eval") == base.step_hash("eval")
     assert load_config("smoke", {"seed": 1}).step_hash("data") != base.step_hash("data")
+
+
+def test_ablations_extend_the_eval_step_instead_of_changing_it():
+    plain, with_ablations = load_config("smoke"), load_config("smoke", {"eval.ablations": True})
+    assert plain.step_hash("eval") == with_ablations.step_hash("eval")
+    assert load_config("smoke", {"eval.colour_swaps": 7}).step_hash("eval") != plain.step_hash("eval")
+    # what a finished run (its metrics.json "config") did against what is asked
+    finished_plain = {"config": {"eval": {"ablations": False}}}
+    finished_with = {"config": {"eval": {"ablations": True}}}
+    assert "eval.ablations" in with_ablations.missing_extensions("eval", finished_plain)
+    assert with_ablations.missing_extensions("eval", finished_with) is None
+    assert plain.missing_extensions("eval", finished_with) is None     # what was added is kept
+    assert plain.missing_extensions("eval", finished_plain) is None
+    assert with_ablations.missing_extensions("gan", {"config": {"gan": {}}}) is None

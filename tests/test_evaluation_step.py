@@ -106,15 +106,46 @@ def test_drawn_by_snapshot_judges_every_snapshot_on_both_splits(smoke_gan, one_t
         drawn_by_snapshot(cfg, tmp_path, runs)
 
 
-def test_eval_interrupted_in_the_ablations_resumes_after_the_full_model(smoke_gan, one_thread, monkeypatch):
-    """The full model's figures are written before the ablations start: a resumed run reads them
-    instead of generating and judging again, and the final table still has them."""
+def _own_runs(smoke_gan, tmp_path):
+    """A runs folder with the session's smoke steps up to the gan (linked) and no eval: the
+    eval tests below must not see each other's evaluation."""
+    runs = tmp_path / "runs"
+    (runs / smoke_gan.cfg.profile).mkdir(parents=True)
+    for s in ("data", "speech", "sen", "gan"):
+        (runs / smoke_gan.cfg.profile / s).symlink_to(smoke_gan.runs_dir / smoke_gan.cfg.profile / s)
+    return runs
+
+
+FAKE_ABLATION = {"w/o RS, training voices": {"IS": 1.0}}
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("the full model was evaluated again")
+
+
+def _eval_with_ablations_without_the_full_model(cfg, runs, monkeypatch) -> dict:
+    """``eval --ablations`` with the full model's evaluation forbidden and a stand-in for the
+    ablations (the real ones are run by the last test of this file); its results."""
     from s2i_lib import pipeline
     from s2i_lib.artifacts import read_json
     from s2i_lib.evaluation import ablations, step
 
+    monkeypatch.setattr(step, "evaluate_model", _must_not_run)
+    monkeypatch.setattr(ablations, "run_ablations", lambda *a, **k: dict(FAKE_ABLATION))
+    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, ablations=True))
+    return read_json(pipeline.ensure("eval", cfg, runs) / "results.json")["results"]
+
+
+def test_eval_interrupted_in_the_ablations_resumes_after_the_full_model(smoke_gan, one_thread, monkeypatch,
+                                                                         tmp_path):
+    """The full model's figures are written before the ablations start: a resumed run reads them
+    instead of generating and judging again, and the final table still has them."""
+    from s2i_lib import pipeline
+    from s2i_lib.artifacts import read_json
+    from s2i_lib.evaluation import ablations
+
     cfg = dataclasses.replace(smoke_gan.cfg, eval=dataclasses.replace(smoke_gan.cfg.eval, ablations=True))
-    runs = smoke_gan.runs_dir
+    runs = _own_runs(smoke_gan, tmp_path)
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -126,10 +157,68 @@ def test_eval_interrupted_in_the_ablations_resumes_after_the_full_model(smoke_ga
     assert set(kept) == {"real test images", "S2IGAN, training voices", "S2IGAN, held-out voices"}
     assert not (eval_dir / "metrics.json").exists()
 
-    def must_not_run(*args, **kwargs):
-        raise AssertionError("the full model was evaluated again")
-    monkeypatch.setattr(step, "evaluate_model", must_not_run)
-    monkeypatch.setattr(ablations, "run_ablations", lambda *a, **k: {"w/o RS, training voices": {"IS": 1.0}})
-    pipeline.ensure("eval", cfg, runs)
+    results = _eval_with_ablations_without_the_full_model(cfg, runs, monkeypatch)
+    assert results == {**kept, **FAKE_ABLATION}
+
+
+def test_ablations_after_a_plain_eval_extend_it_and_a_plain_eval_keeps_them(smoke_gan, one_thread, monkeypatch,
+                                                                             tmp_path):
+    """``eval --ablations`` after ``eval`` reuses the full model's figures; ``eval`` after it (as a
+    later ``make run``) keeps the ablations instead of throwing them away."""
+    from s2i_lib import pipeline
+    from s2i_lib.artifacts import read_json
+    from s2i_lib.evaluation import ablations
+
+    plain = smoke_gan.cfg
+    runs = _own_runs(smoke_gan, tmp_path)
+    eval_dir = pipeline.ensure("eval", plain, runs)
+    full = read_json(eval_dir / "results.json")["results"]
+    asked = dataclasses.replace(plain, eval=dataclasses.replace(plain.eval, ablations=True))
+    assert pipeline.state("eval", asked, runs).status == "partial"
+
+    extended = _eval_with_ablations_without_the_full_model(plain, runs, monkeypatch)
+    assert extended == {**full, **FAKE_ABLATION}
+    assert read_json(eval_dir / "metrics.json")["config"]["eval"]["ablations"] is True
+
+    monkeypatch.setattr(ablations, "run_ablations", _must_not_run)
+    assert pipeline.state("eval", plain, runs).status == "done"
+    pipeline.ensure("eval", plain, runs)
+    assert read_json(eval_dir / "results.json")["results"] == extended
+
+
+def test_ablations_train_each_variant_with_its_change_on_the_same_judges(smoke_gan, one_thread, tmp_path):
+    """A real ``eval --ablations`` on smoke: one row per variant and voice group, each variant's
+    generator trained with the change the paper's ablation names, "w/o SEN" on other embeddings."""
+    import torch
+
+    from s2i_lib import pipeline
+    from s2i_lib.artifacts import read_json
+    from s2i_lib.data.layout import read_dataset
+    from s2i_lib.evaluation.ablations import VARIANTS, untrained_speech_encoder, utterance_embeddings
+    from s2i_lib.inference import load_speech_encoder
+
+    runs = _own_runs(smoke_gan, tmp_path)
+    cfg = dataclasses.replace(smoke_gan.cfg, eval=dataclasses.replace(smoke_gan.cfg.eval, ablations=True))
+    eval_dir = pipeline.ensure("eval", cfg, runs)
     results = read_json(eval_dir / "results.json")["results"]
-    assert {k: results[k] for k in kept} == kept and results["w/o RS, training voices"] == {"IS": 1.0}
+    voiced = [f"{v}, {g}" for v in ("S2IGAN", "w/o dense", "w/o RS", "w/o SEN")
+              for g in ("training voices", "held-out voices")]
+    assert set(results) == {"real test images", *voiced, "text-conditioned, written captions"}
+    assert all("colour swap" in results[k] for k in voiced)
+    assert "colour swap" not in results["text-conditioned, written captions"]   # no voice to re-speak
+
+    def trained_with(name):
+        folder = eval_dir / "ablations" / name.replace("/", "").replace(" ", "_") / "gan"
+        return torch.load(folder / "generator.pt", weights_only=True)["meta"]["gan"]
+    for name, change in VARIANTS.items():
+        gan = trained_with(name)
+        assert {k: gan[k] for k in change} == change
+        assert {k: v for k, v in gan.items() if k not in change} == {
+            k: v for k, v in dataclasses.asdict(cfg.gan).items() if k not in change}
+
+    test = read_dataset(runs / "smoke" / "data").split("test")
+    sen_dir = runs / "smoke" / "sen"
+    untrained = untrained_speech_encoder(cfg, load_speech_encoder(sen_dir, "cpu").n_mels)
+    random_emb = utterance_embeddings(untrained, runs / "smoke" / "speech", "test", test, torch.device("cpu"))
+    trained_emb = np.load(sen_dir / "embeddings" / "speech_test.npy")
+    assert random_emb.shape == trained_emb.shape and not np.allclose(random_emb, trained_emb, atol=1e-3)
