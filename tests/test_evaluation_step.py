@@ -67,6 +67,20 @@ def test_map_gallery_takes_each_caption_of_the_query_images_once():
     assert map_gallery(image_pos, caption, np.array([], dtype=int)).tolist() == []
 
 
+def test_mention_onehots_mark_each_mentioned_value_in_its_attribute_block():
+    from s2i_lib.data.toy_birds import ATTRIBUTES
+    from s2i_lib.evaluation.report import mention_onehots
+
+    x = mention_onehots([{"belly_color": "yellow", "size": "small"}, {}, {"wing_color": "brown"}], ATTRIBUTES)
+    assert x.shape == (3, sum(len(v) for v in ATTRIBUTES.values())) == (3, 52)
+    names = [f"{a}={v}" for a, values in ATTRIBUTES.items() for v in values]
+    assert [names[i] for i in np.flatnonzero(x[0])] == ["belly_color=yellow", "size=small"]
+    assert np.allclose(np.linalg.norm(x, axis=1), [1, 0, 1])
+    assert [names[i] for i in np.flatnonzero(x[2])] == ["wing_color=brown"]
+    with pytest.raises(ValueError, match="caption 0 mentions size='huge'"):
+        mention_onehots([{"size": "huge"}], ATTRIBUTES)
+
+
 def test_drawn_by_snapshot_judges_every_snapshot_on_both_splits(smoke_gan, one_thread, tmp_path):
     from s2i_lib import pipeline
     from s2i_lib.evaluation import train_attribute_judge
@@ -104,6 +118,21 @@ def test_drawn_by_snapshot_judges_every_snapshot_on_both_splits(smoke_gan, one_t
     assert table.loc[(int(snapshots[-1].stem[-7:]), "test"), "overall"] == pytest.approx(expected, abs=1e-3)
     with pytest.raises(FileNotFoundError, match="generator_ema"):
         drawn_by_snapshot(cfg, tmp_path, runs)
+
+    # the oracle: a generator trained on the captions' one-hots is judged on the same
+    from s2i_lib.data.toy_birds import ATTRIBUTES
+    from s2i_lib.evaluation.report import mention_onehots
+    from s2i_lib.gan import train_gan_step
+    onehots = np.stack([mention_onehots(list(r.mentions), ATTRIBUTES) for r in index.split("train")])
+    train_gan_step(cfg, tmp_path / "oracle", {s: dirs[s] for s in ("data", "speech", "sen")}, embeddings=onehots)
+    last = sorted((tmp_path / "oracle").glob("checkpoints/generator_ema_*.pt"))[-1]
+    oracle = SpeechToImage(load_speech_encoder(dirs["sen"]), load_generator(last), cfg, "cpu")
+    images = oracle.generate_each(mention_onehots([mentions[i] for i in pick], ATTRIBUTES), seed=cfg.seed)
+    expected = attribute_accuracy(judge.predict(images), [mentions[i] for i in pick])["overall"]
+    table = drawn_by_snapshot(cfg, tmp_path / "oracle", runs, n=6, oracle=True)
+    assert table.loc[(int(last.stem[-7:]), "test"), "overall"] == pytest.approx(expected, abs=1e-3)
+    with pytest.raises(ValueError, match=r"expected embeddings \(B, 52\)"):   # speech's do not fit it
+        drawn_by_snapshot(cfg, tmp_path / "oracle", runs, n=6)
 
 
 def _own_runs(smoke_gan, tmp_path):

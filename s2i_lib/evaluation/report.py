@@ -267,11 +267,31 @@ def _judged_captions(cfg, runs_dir: str | Path | None, n: int) -> tuple:
     return judge, captions
 
 
-def _drawn(s2i, judge, captions: tuple, seed: int) -> dict:
-    """The judge's per-attribute accuracy (and ``overall``) on images generated from the picked captions."""
+def mention_onehots(mentions: list[dict], attributes: dict[str, list[str]]) -> np.ndarray:
+    """The oracle condition of ``bench_gan_quality.py --oracle``: per caption, one-hots of the
+    values it mentions, every attribute side by side (52 values for ToyBirds), scaled to unit
+    length as the SEN's embeddings are. (n, number of values) float32; a caption that mentions
+    nothing gives zeros."""
+    offsets = np.cumsum([0] + [len(v) for v in attributes.values()])
+    where = dict(zip(attributes, offsets))
+    out = np.zeros((len(mentions), int(offsets[-1])), np.float32)
+    for i, said in enumerate(mentions):
+        for attr, value in said.items():
+            if value not in attributes[attr]:
+                raise ValueError(f"caption {i} mentions {attr}={value!r}, not one of {attributes[attr]}")
+            out[i, where[attr] + attributes[attr].index(value)] = 1.0
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return out / np.maximum(norms, 1.0)
+
+
+def _drawn(s2i, judge, captions: tuple, seed: int, attributes: dict | None = None) -> dict:
+    """The judge's per-attribute accuracy (and ``overall``) on images generated from the picked
+    captions: from their speech embeddings, or with ``attributes`` from ``mention_onehots``."""
     from .attribute_judge import attribute_accuracy
     group, mentions, pick = captions
-    images = s2i.generate_each(group.embeddings[pick], seed=seed)
+    condition = (group.embeddings[pick] if attributes is None
+                 else mention_onehots([mentions[i] for i in pick], attributes))
+    images = s2i.generate_each(condition, seed=seed)
     acc = attribute_accuracy(judge.predict(images), [mentions[i] for i in pick])
     return {"overall": acc["overall"], **acc["per_attribute"]}
 
@@ -306,12 +326,15 @@ def embedding_or_generator(cfg, runs_dir: str | Path | None = None, n: int = 500
     return table.round(3)
 
 
-def drawn_by_snapshot(cfg, gan_dir: str | Path, runs_dir: str | Path | None = None, n: int = 500) -> pd.DataFrame:
+def drawn_by_snapshot(cfg, gan_dir: str | Path, runs_dir: str | Path | None = None, n: int = 500,
+                      oracle: bool = False) -> pd.DataFrame:
     """The attribute judge's accuracy on ``n`` training and ``n`` test captions (the same seeded
     draw as ``embedding_or_generator``) for every EMA snapshot ``checkpoints/generator_ema_<it>.pt``
     of a GAN run folder: one row per (iteration, split), ``overall`` then one column per attribute.
-    How fast a change makes the generator draw what was said, before spending a full run on it."""
+    How fast a change makes the generator draw what was said, before spending a full run on it.
+    ``oracle``: the run was conditioned on ``mention_onehots``, and so are its judged images."""
     from .. import pipeline
+    from ..data.build import toy_module
     from ..device import select_device
     from ..gan.trainer import load_generator
     from ..inference import SpeechToImage, load_speech_encoder
@@ -322,10 +345,12 @@ def drawn_by_snapshot(cfg, gan_dir: str | Path, runs_dir: str | Path | None = No
     judge, captions = _judged_captions(cfg, runs_dir, n)
     device = select_device(cfg.device)
     speech_encoder = load_speech_encoder(pipeline.step_dir("sen", cfg, runs_dir), device)
+    attributes = toy_module(cfg.data.dataset).ATTRIBUTES if oracle else None
     rows = []
     for path in snapshots:
         s2i = SpeechToImage(speech_encoder, load_generator(path, device), cfg, device)
         iteration = int(path.stem.rsplit("_", 1)[1])
         for split, c in captions.items():
-            rows.append({"iteration": iteration, "captions": split, **_drawn(s2i, judge, c, cfg.seed)})
+            rows.append({"iteration": iteration, "captions": split,
+                         **_drawn(s2i, judge, c, cfg.seed, attributes)})
     return pd.DataFrame(rows).set_index(["iteration", "captions"]).round(3)
