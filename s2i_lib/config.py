@@ -235,6 +235,10 @@ class GanConfig:
     # add a projection term to each discriminator's conditional head (see gan/discriminator.py);
     # false = the original
     d_projection: bool = False
+    # weight of a contrastive term on the projection scores (needs d_projection): in every D
+    # update each real image must score its own caption above the batch's others, and in the G
+    # update each generated image too (see gan/trainer.py); 0 = the original's terms only
+    contrastive_coeff: float = 0.0
     ema_decay: float = 0.999
     checkpoint_every: int = 2000
     sample_every: int = 2000
@@ -257,7 +261,9 @@ class GanConfig:
         _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), f"{p}.betas",
                self.betas, "must be two numbers in [0, 1)")
         _check(0 <= self.ema_decay < 1, f"{p}.ema_decay", self.ema_decay, "must be in [0, 1)")
-        for k in ("kl_coeff", "rs_coeff"):
+        _check(self.contrastive_coeff == 0 or self.d_projection, f"{p}.contrastive_coeff",
+               self.contrastive_coeff, "needs gan.d_projection: true (it scores the projection term)")
+        for k in ("kl_coeff", "rs_coeff", "contrastive_coeff"):
             _check(getattr(self, k) >= 0, f"{p}.{k}", getattr(self, k), "must be >= 0")
         for k in ("checkpoint_every", "sample_every"):
             _check(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "must be at least 1")

@@ -51,6 +51,8 @@ def test_int_is_accepted_for_float_but_not_the_reverse():
     ({"device": "tpu"}, r"'device' = 'tpu'"),
     ({"data.dataset": "cub"}, r"'data.root' = None.*prepare_cub"),
     ({"gan": 3}, r"'gan' = 3: must be a section"),
+    ({"gan.d_projection": False, "gan.contrastive_coeff": 1.0}, r"'gan.contrastive_coeff' = 1.0.*d_projection"),
+    ({"gan.contrastive_coeff": -1.0}, r"'gan.contrastive_coeff' = -1.0: must be >= 0"),
 ])
 def test_bad_values_name_the_key_and_value(override, pattern):
     with pytest.raises(ConfigError, match=pattern):

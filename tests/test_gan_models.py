@@ -179,6 +179,34 @@ def test_projection_term_is_the_inner_product_of_the_condition_and_the_pooled_co
     assert all(dd.project is not None for dd in discriminators_from_config(load_config("default").gan))
 
 
+def test_match_scores_are_the_projection_term_of_every_image_with_every_condition():
+    torch.manual_seed(0)
+    d = Discriminator(16, df_dim=4, cond_dim=6, projection=True).eval()
+    x, mu = torch.rand(4, 3, 16, 16) * 2 - 1, torch.randn(4, 6)
+    perm = torch.tensor([2, 0, 3, 1])
+    with torch.no_grad():
+        cond, uncond, scores = d(x, mu, match=True)
+        assert all(torch.equal(a, b) for a, b in zip((cond, uncond), d(x, mu)))   # the same logits
+        term = (d.project(mu) * d.encode(x).mean((2, 3))).sum(1)
+        _, _, shuffled = d(x, mu[perm], match=True)
+    assert scores.shape == (4, 4) and torch.allclose(scores.diagonal(), term, atol=1e-5)
+    assert torch.allclose(shuffled, scores[:, perm], atol=1e-5)   # column j = condition j
+    with pytest.raises(ValueError, match="d_projection"):
+        Discriminator(16, df_dim=4, cond_dim=6, projection=False)(x, mu, match=True)
+
+
+def test_contrastive_loss_is_low_when_each_image_scores_its_own_condition_highest():
+    from s2i_lib.gan.trainer import contrastive_loss
+    b = 5
+    assert contrastive_loss(torch.zeros(b, b)).item() == pytest.approx(math.log(b))   # no preference
+    assert contrastive_loss(10 * torch.eye(b)).item() < 1e-3
+    assert contrastive_loss(-10 * torch.eye(b)).item() > math.log(b)                 # own scored lowest
+    one_way = torch.eye(b) * 10
+    one_way[0, 1] = 20                          # image 0 prefers condition 1: both directions see it
+    assert contrastive_loss(one_way).item() == pytest.approx(
+        0.5 * (2 * F.cross_entropy(one_way, torch.arange(b)).item()), rel=1e-5)
+
+
 # ------------------------------------------------------------------ relation supervisor
 def test_relation_supervisor_shapes_and_labels():
     torch.manual_seed(0)

@@ -3,6 +3,7 @@ resumes bit for bit, a NaN stops training without touching the last checkpoint, 
 import dataclasses
 import hashlib
 import json
+import math
 
 import pytest
 import torch
@@ -61,6 +62,23 @@ def test_one_iteration_updates_every_network_and_keeps_the_ema_apart(data, tmp_p
     assert all(p.grad is None for p in tr.generator.parameters())  # freed after the step
     assert logs["G"] == pytest.approx(logs["G16"] + logs["G32"] + logs["G64"] + logs["G_RS"] + 2 * logs["KL"],
                                       rel=1e-5)
+
+
+def test_contrastive_term_adds_to_the_discriminator_and_generator_losses(data, tmp_path):
+    from s2i_lib.gan.trainer import contrastive_loss
+    plain = make(smoke_cfg(relation_supervisor=False), tmp_path / "plain", rs=False)
+    contrastive = make(smoke_cfg(relation_supervisor=False, contrastive_coeff=2.0), tmp_path / "contrastive",
+                       rs=False)
+    batch = plain.make_sampler(data).next_batch()
+    # what the first D update of the 16 px stage adds: 2 x the InfoNCE of the untrained
+    # discriminator's match scores of the real images with their captions' mu
+    fresh = make(smoke_cfg(relation_supervisor=False), tmp_path / "fresh", rs=False)
+    with torch.no_grad():
+        _, mu, _ = fresh.generator(batch.z, batch.embedding, batch.eps)
+        _, _, scores = fresh.discriminators[0](batch.real[0], mu, match=True)
+    a, b = plain.train_step(batch), contrastive.train_step(batch)   # same seed, same batch
+    assert b["D16"] - a["D16"] == pytest.approx(2.0 * contrastive_loss(scores).item(), rel=1e-4)
+    assert all(math.isfinite(v) for v in b.values()) and b["G16"] != a["G16"]
 
 
 def test_rs_term_trains_the_generator_through_the_frozen_extractor(data, tmp_path):

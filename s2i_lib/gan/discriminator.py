@@ -66,7 +66,12 @@ def image_encoder(size: int, df_dim: int) -> nn.Sequential:
 
 
 class Discriminator(nn.Module):
-    """``forward(images, mu) -> (cond_logits, uncond_logits)``, each of shape (B,)."""
+    """``forward(images, mu) -> (cond_logits, uncond_logits)``, each of shape (B,).
+
+    ``forward(images, mu, match=True)`` also returns the (B, B) projection scores of every image
+    with every condition of the batch, ``<W mu_j, mean-pooled code_i>`` (the diagonal is the
+    projection term of ``cond_logits``), for ``gan.contrastive_coeff``; it needs ``projection``.
+    """
 
     def __init__(self, size: int, df_dim: int = 64, cond_dim: int = 128, projection: bool = False):
         super().__init__()
@@ -78,14 +83,21 @@ class Discriminator(nn.Module):
         self.project = nn.Linear(cond_dim, df_dim * 8, bias=False) if projection else None
         self.apply(init_weights)
 
-    def forward(self, images: torch.Tensor, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, images: torch.Tensor, mu: torch.Tensor, match: bool = False
+                ) -> tuple[torch.Tensor, ...]:
         code = self.encode(images)
         mu_map = mu[:, :, None, None].expand(-1, -1, 4, 4).to(code.dtype)
         joint = self.joint(torch.cat([mu_map, code], dim=1))
         cond = self.cond_logits(joint).view(-1)
-        if self.project is not None:  # projection term: <W mu, mean-pooled code>
-            cond = cond + (self.project(mu.to(code.dtype)) * code.mean((2, 3))).sum(1)
-        return cond, self.uncond_logits(code).view(-1)
+        if match and self.project is None:
+            raise ValueError("match scores need the projection term (gan.d_projection: true)")
+        uncond = self.uncond_logits(code).view(-1)
+        if self.project is None:
+            return cond, uncond
+        pooled, projected = code.mean((2, 3)), self.project(mu.to(code.dtype))
+        # projection term: <W mu, mean-pooled code>
+        cond = cond + (projected * pooled).sum(1)
+        return (cond, uncond, pooled @ projected.T) if match else (cond, uncond)
 
     def probabilities(self, images: torch.Tensor, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The original's sigmoid outputs."""

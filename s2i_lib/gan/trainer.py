@@ -34,6 +34,15 @@ Differences from the original, on purpose:
 * On the CPU the trainer keeps freed memory in the process (``keep_freed_memory_in_process``):
   otherwise every iteration page-faults its gigabytes of activations in again.
 
+An addition, off unless ``gan.contrastive_coeff > 0`` (it needs ``gan.d_projection``): a
+contrastive term on each discriminator's projection scores (``Discriminator(..., match=True)``,
+every image of the batch with every ``mu``; ``contrastive_loss``). In step 2 each *real* image must
+score its own caption above the batch's other captions (and each caption its own image); in step 4
+each generated image must do the same under the updated discriminators. The real / wrong term
+teaches "matching?" with one mismatched pair per image, this one with the batch size minus one
+of them (XMC-GAN, Zhang et al. 2021, contrasts image and text features the same way). Under DDP
+the batch is each process's share.
+
 Everything random in training (data order, captions, wrong/similar images, crops, flips, ``z``
 and the CA's noise) comes from one ``torch.Generator`` in the batch sampler; its state, the epoch
 position and the global RNGs (torch, CUDA, numpy, python) go into every checkpoint, so an
@@ -371,6 +380,15 @@ def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
+def contrastive_loss(scores: torch.Tensor) -> torch.Tensor:
+    """InfoNCE both ways on a (B, B) image x condition score matrix (``gan.contrastive_coeff``):
+    each image should score its own condition above the batch's other conditions, and each
+    condition its own image above the other images."""
+    target = torch.arange(scores.shape[0], device=scores.device)
+    scores = scores.float()
+    return 0.5 * (F.cross_entropy(scores, target) + F.cross_entropy(scores.T, target))
+
+
 def _rng_state() -> dict:
     np_state = np.random.get_state(legacy=False)
     return {"torch": torch.get_rng_state(),
@@ -526,6 +544,7 @@ class GanTrainer:
         cfg = self.cfg
         batch = batch.to(self.device, self.memory_format)
         logs: dict[str, float] = {}
+        contrastive = cfg.contrastive_coeff > 0
 
         # 1. G forward, once
         with self._autocast():
@@ -536,11 +555,13 @@ class GanTrainer:
         for name, d, opt, real, wrong, fake in zip(self.stage_names, self._ds, self.opt_d,
                                                     batch.real, batch.wrong, fakes):
             with self._autocast():
-                real_c, real_u = d(real, mu_d)
+                real_c, real_u, *real_match = d(real, mu_d, match=contrastive)
                 wrong_c, wrong_u = d(wrong, mu_d)
                 fake_c, fake_u = d(fake.detach(), mu_d)
             loss = (_bce(real_c, 1.0) + _bce(real_u, 1.0) + _bce(wrong_c, 0.0) + _bce(wrong_u, 1.0)
                     + _bce(fake_c, 0.0) + _bce(fake_u, 0.0))
+            if contrastive:
+                loss = loss + cfg.contrastive_coeff * contrastive_loss(real_match[0])
             logs.update(self._guard({f"D{name}": loss}))
             loss.backward()
             opt.step()
@@ -581,8 +602,10 @@ class GanTrainer:
             terms: dict[str, torch.Tensor] = {}
             with self._autocast():
                 for name, d, fake in zip(self.stage_names, judges, fakes):
-                    cond, uncond = d(fake, mu)
+                    cond, uncond, *match = d(fake, mu, match=contrastive)
                     terms[f"G{name}"] = _bce(cond, 1.0) + _bce(uncond, 1.0)
+                    if contrastive:
+                        terms[f"G{name}"] = terms[f"G{name}"] + cfg.contrastive_coeff * contrastive_loss(match[0])
             adv = sum(terms.values())
             kl = kl_loss(mu.float(), logvar.float())
             total = adv + cfg.kl_coeff * kl
