@@ -76,9 +76,20 @@ def test_contrastive_term_adds_to_the_discriminator_and_generator_losses(data, t
     with torch.no_grad():
         _, mu, _ = fresh.generator(batch.z, batch.embedding, batch.eps)
         _, _, scores = fresh.discriminators[0](batch.real[0], mu, match=True)
-    a, b = plain.train_step(batch), contrastive.train_step(batch)   # same seed, same batch
+    from s2i_lib.gan import trainer as trainer_module
+    seen = []
+
+    def spy(s):
+        seen.append((tuple(s.shape), s.requires_grad))
+        return contrastive_loss(s)
+    a = plain.train_step(batch)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(trainer_module, "contrastive_loss", spy)
+        b = contrastive.train_step(batch)                            # same seed, same batch
     assert b["D16"] - a["D16"] == pytest.approx(2.0 * contrastive_loss(scores).item(), rel=1e-4)
     assert all(math.isfinite(v) for v in b.values()) and b["G16"] != a["G16"]
+    # one term per discriminator update and one per stage in the G update, every one with a graph
+    assert seen == [((4, 4), True)] * 6
 
 
 def test_rs_term_trains_the_generator_through_the_frozen_extractor(data, tmp_path):
