@@ -139,6 +139,22 @@ def test_degradations_keep_shape_and_know_what_they_do():
         degrade(images, "sepia")
 
 
+def test_through_resolution_keeps_only_what_that_many_pixels_hold():
+    from s2i_lib.evaluation.attribute_judge import through_resolution
+    halves = np.zeros((1, 8, 8, 3), dtype=np.uint8)
+    halves[:, :, 4:] = 200                                   # left half black, right half 200
+    np.testing.assert_array_equal(through_resolution(halves, 8), halves)      # its own size: unchanged
+    row = through_resolution(halves, 2)[0, 3, :, 0].astype(int)   # 2 px hold the two halves, edge blurred
+    assert row[0] == 0 and row[-1] == 200 and (np.diff(row) >= 0).all() and 0 < row[3] < 200
+    np.testing.assert_array_equal(through_resolution(halves, 1), np.full_like(halves, 100))  # 1 px: the mean
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(2, 16, 16, 3), dtype=np.uint8)
+    assert through_resolution(images, 4).astype(float).std() < 0.5 * images.astype(float).std()
+    np.testing.assert_array_equal(degrade(images, "half size and back"), through_resolution(images, 8))
+    with pytest.raises(ValueError, match="px must be between 1 and the image size 16, got 0"):
+        through_resolution(images, 0)
+
+
 def test_degraded_accuracy_starts_from_the_clean_accuracy(tiny_judge):
     judge, _ = tiny_judge
     classes = toy_birds.class_table()[:4]

@@ -81,21 +81,40 @@ def test_mention_onehots_mark_each_mentioned_value_in_its_attribute_block():
         mention_onehots([{"size": "huge"}], ATTRIBUTES)
 
 
+def _tiny_judge(cfg, dirs, size):
+    """A quick attribute judge, saved where the evaluation's cached judge goes (loaded if there)."""
+    from s2i_lib.evaluation import train_attribute_judge
+    from s2i_lib.evaluation.step import attribute_judge_path
+    return train_attribute_judge("toybirds", size, cfg.seed, attribute_judge_path(dirs["data"] / "cache", size, cfg.seed),
+                                 n_images=32, epochs=1, n_heldout=8, width=4, batch_size=16, workers=1,
+                                 progress=False)
+
+
+def _judged_test_captions(cfg, dirs, n):
+    """The test captions that ``report._judged_captions`` draws, redrawn by hand (the training split's
+    draw comes first from the same generator): (index, test records, their query group, the pick)."""
+    from s2i_lib.data.layout import read_dataset
+    from s2i_lib.evaluation.step import GROUPS, test_queries
+    index = read_dataset(dirs["data"])
+    records = index.split("test")
+    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0x10C]))
+    train_n = len(test_queries(dirs["speech"], np.load(dirs["sen"] / "embeddings" / "speech_train.npy"),
+                               index.split("train"), "train")[GROUPS[0]].embeddings)
+    rng.choice(train_n, min(n, train_n), replace=False)
+    group = test_queries(dirs["speech"], np.load(dirs["sen"] / "embeddings" / "speech_test.npy"), records)[GROUPS[0]]
+    return index, records, group, rng.choice(len(group.embeddings), n, replace=False)
+
+
 def test_drawn_by_snapshot_judges_every_snapshot_on_both_splits(smoke_gan, one_thread, tmp_path):
     from s2i_lib import pipeline
-    from s2i_lib.evaluation import train_attribute_judge
     from s2i_lib.evaluation.attribute_judge import attribute_accuracy
     from s2i_lib.evaluation.report import drawn_by_snapshot
-    from s2i_lib.evaluation.step import GROUPS, attribute_judge_path, test_queries
-    from s2i_lib.data.layout import read_dataset
     from s2i_lib.gan import load_generator
     from s2i_lib.inference import SpeechToImage, load_speech_encoder
 
     cfg, runs = smoke_gan.cfg, smoke_gan.runs_dir
     dirs = {s: pipeline.step_dir(s, cfg, runs) for s in ("data", "speech", "sen", "gan")}
-    judge = train_attribute_judge("toybirds", 64, cfg.seed, attribute_judge_path(dirs["data"] / "cache", 64, cfg.seed),
-                                  n_images=32, epochs=1, n_heldout=8, width=4, batch_size=16, workers=1,
-                                  progress=False)
+    judge = _tiny_judge(cfg, dirs, 64)
     table = drawn_by_snapshot(cfg, dirs["gan"], runs, n=6)
     snapshots = sorted(dirs["gan"].glob("checkpoints/generator_ema_*.pt"))
     assert snapshots and table.index.tolist() == [(int(p.stem[-7:]), split) for p in snapshots
@@ -103,14 +122,7 @@ def test_drawn_by_snapshot_judges_every_snapshot_on_both_splits(smoke_gan, one_t
     assert table["overall"].between(0, 1).all()
     # the last snapshot's test row, computed by hand: only the first 6 of the seeded draw's captions
     # are judged, each on the image of that snapshot's generator
-    index = read_dataset(dirs["data"])
-    records = index.split("test")
-    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0x10C]))
-    train_n = len(test_queries(dirs["speech"], np.load(dirs["sen"] / "embeddings" / "speech_train.npy"),
-                               index.split("train"), "train")[GROUPS[0]].embeddings)
-    rng.choice(train_n, min(6, train_n), replace=False)
-    group = test_queries(dirs["speech"], np.load(dirs["sen"] / "embeddings" / "speech_test.npy"), records)[GROUPS[0]]
-    pick = rng.choice(len(group.embeddings), 6, replace=False)
+    index, records, group, pick = _judged_test_captions(cfg, dirs, 6)
     s2i = SpeechToImage(load_speech_encoder(dirs["sen"]), load_generator(snapshots[-1]), cfg, "cpu")
     images = s2i.generate_each(group.embeddings[pick], seed=cfg.seed)
     mentions = group.mentions(records)
@@ -133,6 +145,54 @@ def test_drawn_by_snapshot_judges_every_snapshot_on_both_splits(smoke_gan, one_t
     assert table.loc[(int(last.stem[-7:]), "test"), "overall"] == pytest.approx(expected, abs=1e-3)
     with pytest.raises(ValueError, match=r"expected embeddings \(B, 52\)"):   # speech's do not fit it
         drawn_by_snapshot(cfg, tmp_path / "oracle", runs, n=6)
+
+
+def test_resolution_ladder_and_other_species():
+    from s2i_lib.evaluation.report import other_species, resolution_ladder
+    assert resolution_ladder(64) == [64, 32, 24, 16, 12, 8]
+    assert resolution_ladder(16) == [16, 8, 6, 4, 3, 2]
+    classes = np.array([0, 0, 1, 1, 2, 2, 2])
+    picks = other_species(classes, np.arange(7).repeat(20), seed=3)
+    assert (classes[picks] != classes[np.arange(7).repeat(20)]).all()
+    assert set(picks[classes[np.arange(7).repeat(20)] == 2]) == {0, 1, 2, 3}   # any image of another class
+    np.testing.assert_array_equal(picks, other_species(classes, np.arange(7).repeat(20), seed=3))
+    with pytest.raises(ValueError, match="at least two classes"):
+        other_species(np.zeros(3), np.arange(3), seed=0)
+
+
+def test_attribute_accuracy_references_judge_the_captions_own_and_other_images(smoke_gan, one_thread):
+    from s2i_lib import pipeline
+    from s2i_lib.data.torch_datasets import image_cache
+    from s2i_lib.evaluation.attribute_judge import attribute_accuracy, through_resolution
+    from s2i_lib.evaluation.report import (attribute_accuracy_references, other_species, plot_references,
+                                           resolution_ladder)
+
+    cfg, runs = smoke_gan.cfg, smoke_gan.runs_dir
+    dirs = {s: pipeline.step_dir(s, cfg, runs) for s in ("data", "speech", "sen")}
+    size = cfg.gan.stage_sizes[-1]
+    judge = _tiny_judge(cfg, dirs, size)
+    table, examples = attribute_accuracy_references(cfg, runs, n=6)
+    ladder = resolution_ladder(size)
+    assert table.index.tolist() == (["own image"] + [f"own image through {px} px" for px in ladder[1:]]
+                                    + ["another species' image"])
+    assert table["overall"].between(0, 1).all()
+    # by hand: the same seeded draw of test captions as drawn_by_snapshot (the training split's draw first)
+    index, records, group, pick = _judged_test_captions(cfg, dirs, 6)
+    positions = group.image_pos[pick]
+    said = [group.mentions(records)[i] for i in pick]
+    real = image_cache(index, "test", size)
+    own = np.asarray(real[positions])
+    others = np.asarray(real[other_species(np.array([r.class_id for r in records]), positions, cfg.seed)])
+    expected = {"own image": own, f"own image through {ladder[3]} px": through_resolution(own, ladder[3]),
+                "another species' image": others}
+    for name, images in expected.items():
+        assert table.loc[name, "overall"] == pytest.approx(
+            attribute_accuracy(judge.predict(images), said)["overall"], abs=1e-3), name
+    assert examples.shape == (6, len(ladder) + 1, size, size, 3)
+    np.testing.assert_array_equal(examples[:, 0], own)
+    np.testing.assert_array_equal(examples[:, -1], others)
+    fig = plot_references(examples, table.index.tolist())
+    assert len(fig.axes) == 6 * (len(ladder) + 1)
 
 
 def _own_runs(smoke_gan, tmp_path):

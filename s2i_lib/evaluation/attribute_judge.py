@@ -283,14 +283,23 @@ def degrade(images_uint8: np.ndarray, kind: str, seed: int = 0) -> np.ndarray:
     if kind == "noise std 20/255":
         rng = np.random.default_rng(seed)
         return np.clip(images + rng.normal(0, 20, images.shape), 0, 255).astype(np.uint8)
+    if kind == "half size and back":
+        return through_resolution(images, images.shape[1] // 2)
+    k = int(kind[-1])   # box blur k x k
+    x = F.avg_pool2d(torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float(), k, 1, k // 2,
+                     count_include_pad=False)
+    return x.clamp(0, 255).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def through_resolution(images_uint8: np.ndarray, px: int) -> np.ndarray:
+    """``images_uint8`` (N, S, S, 3) shrunk to ``px`` x ``px`` (area average) and resized back to S
+    (bilinear), uint8: the same picture with only the detail a ``px``-pixel image can hold."""
+    images = np.asarray(images_uint8)
+    size = images.shape[1]
+    if not 1 <= px <= size:
+        raise ValueError(f"px must be between 1 and the image size {size}, got {px}")
     x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float()
-    if kind.startswith("box blur"):
-        k = int(kind[-1])
-        x = F.avg_pool2d(x, k, 1, k // 2, count_include_pad=False)
-    else:
-        size = x.shape[-1]
-        x = F.interpolate(F.interpolate(x, size=size // 2, mode="area"), size=size, mode="bilinear",
-                          align_corners=False)
+    x = F.interpolate(F.interpolate(x, size=px, mode="area"), size=size, mode="bilinear", align_corners=False)
     return x.clamp(0, 255).round().byte().permute(0, 2, 3, 1).numpy()
 
 

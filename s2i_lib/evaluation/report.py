@@ -354,3 +354,70 @@ def drawn_by_snapshot(cfg, gan_dir: str | Path, runs_dir: str | Path | None = No
             rows.append({"iteration": iteration, "captions": split,
                          **_drawn(s2i, judge, c, cfg.seed, attributes)})
     return pd.DataFrame(rows).set_index(["iteration", "captions"]).round(3)
+
+
+def resolution_ladder(size: int) -> list[int]:
+    """The resolutions ``attribute_accuracy_references`` sees real images through: the image size,
+    then 1/2, 3/8, 1/4, 3/16 and 1/8 of it (64 px: 64, 32, 24, 16, 12, 8)."""
+    return sorted({max(1, round(size * f)) for f in (1, 1 / 2, 3 / 8, 1 / 4, 3 / 16, 1 / 8)}, reverse=True)
+
+
+def other_species(classes: np.ndarray, positions: np.ndarray, seed: int) -> np.ndarray:
+    """For each of ``positions``, a seeded random image whose class is not ``classes[position]``."""
+    classes = np.asarray(classes)
+    if len(np.unique(classes)) < 2:
+        raise ValueError("other_species needs images of at least two classes")
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x07E]))
+    return np.array([rng.choice(np.flatnonzero(classes != classes[p])) for p in positions])
+
+
+def attribute_accuracy_references(cfg, runs_dir: str | Path | None = None, n: int = 500
+                                  ) -> tuple[pd.DataFrame, np.ndarray]:
+    """What an attribute accuracy means: the judge's score on real images standing in for the
+    generated ones, for the ``n`` test captions that ``drawn_by_snapshot`` judges (training voices).
+
+    - ``own image``, then ``own image through P px``: each caption's own real image, shrunk to P
+      pixels and resized back (``attribute_judge.through_resolution``, P from ``resolution_ladder``):
+      a generator that draws exactly the right bird, but only as sharp as a P-pixel image.
+    - ``another species' image``: a real image of another test species (``other_species``): a
+      generator that draws perfect birds and ignores what was said.
+
+    Returns the table (``overall`` then one column per attribute) and the images of the first 8
+    captions, (8, rungs + 1, S, S, 3) uint8 in the table's row order, for ``plot_references``."""
+    from .. import pipeline
+    from ..data.layout import read_dataset
+    from ..data.torch_datasets import image_cache
+    from .attribute_judge import attribute_accuracy, through_resolution
+
+    judge, captions = _judged_captions(cfg, runs_dir, n)
+    group, mentions, pick = captions["test"]
+    index = read_dataset(pipeline.step_dir("data", cfg, runs_dir))
+    classes = np.array([r.class_id for r in index.split("test")])
+    size = cfg.gan.stage_sizes[-1]
+    real = image_cache(index, "test", size)
+    positions = group.image_pos[pick]
+    own = np.asarray(real[positions])
+    said = [mentions[i] for i in pick]
+    stand_ins = {f"own image through {px} px" if px < size else "own image":
+                 (through_resolution(own, px) if px < size else own) for px in resolution_ladder(size)}
+    stand_ins["another species' image"] = np.asarray(real[other_species(classes, positions, cfg.seed)])
+    rows = {}
+    for name, images in stand_ins.items():
+        acc = attribute_accuracy(judge.predict(images), said)
+        rows[name] = {"overall": acc["overall"], **acc["per_attribute"]}
+    examples = np.stack([images[:8] for images in stand_ins.values()], axis=1)
+    return pd.DataFrame(rows).T.round(3), examples
+
+
+def plot_references(examples: np.ndarray, names: list[str]) -> plt.Figure:
+    """The stand-ins of ``attribute_accuracy_references``: one column per row of its table."""
+    k, m = examples.shape[:2]
+    fig, axes = plt.subplots(k, m, figsize=(1.25 * m, 1.25 * k), squeeze=False)
+    for i in range(k):
+        for j in range(m):
+            axes[i, j].imshow(examples[i, j])
+            axes[i, j].axis("off")
+    for j, name in enumerate(names):
+        axes[0, j].set_title("\n".join(_wrap(name, 14)), fontsize=7)
+    fig.tight_layout()
+    return fig
