@@ -26,3 +26,13 @@ def status_table(cfg: Config, runs_dir: str | Path | None = None) -> pd.DataFram
         rows.append({"step": step, "status": st.status, "reason": st.reason,
                      "wall time (s)": m.get("wall_time_s"), "folder": str(st.dir)})
     return pd.DataFrame(rows).set_index("step")
+
+
+def has_attributes(cfg: Config, what: str) -> bool:
+    """True on the toy datasets, whose images come with ground-truth attributes. On a real dataset
+    (CUB, Oxford) prints that ``what`` needs them and returns False: the notebook cell skips it."""
+    from .data.build import TOY_DATASETS
+    if cfg.data.dataset in TOY_DATASETS:
+        return True
+    print(f"{what}: toy datasets only ({cfg.data.dataset} images come without ground-truth attributes)")
+    return False
