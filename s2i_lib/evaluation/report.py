@@ -383,7 +383,8 @@ def attribute_accuracy_references(cfg, runs_dir: str | Path | None = None, n: in
       generator that draws perfect birds and ignores what was said.
 
     Returns the table (``overall`` then one column per attribute) and the images of the first 8
-    captions, (8, rungs + 1, S, S, 3) uint8 in the table's row order, for ``plot_references``."""
+    captions (fewer if ``n`` is smaller), (8, rows, S, S, 3) uint8 with one image per row of the
+    table in its order, for ``plot_references``."""
     from .. import pipeline
     from ..data.layout import read_dataset
     from ..data.torch_datasets import image_cache
