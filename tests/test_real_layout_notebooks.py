@@ -31,9 +31,12 @@ def write_prepared_cub(root, n_train: int = 6, n_test: int = 3, per_class: int =
                                        for c in picked], image_ext=".jpg")
 
 
-def test_every_notebook_runs_on_a_prepared_real_dataset(tmp_path, capsys):
+def test_every_notebook_runs_on_a_prepared_real_dataset(tmp_path, capsys, monkeypatch):
     from s2i_lib.notebooks import notebook_paths, run_notebooks
 
+    # run_notebooks sets these for its kernels if unset; set here, they are undone after the test
+    monkeypatch.setenv("S2I_TEXT_PROGRESS", "1")
+    monkeypatch.setenv("TQDM_MININTERVAL", "5")
     prepared = tmp_path / "cub"
     write_prepared_cub(prepared)
     overrides = ["data.dataset=cub", f"data.root={prepared}"]

@@ -286,9 +286,7 @@ def degrade(images_uint8: np.ndarray, kind: str, seed: int = 0) -> np.ndarray:
     if kind == "half size and back":
         return through_resolution(images, images.shape[1] // 2)
     k = int(kind[-1])   # box blur k x k
-    x = F.avg_pool2d(torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float(), k, 1, k // 2,
-                     count_include_pad=False)
-    return x.clamp(0, 255).round().byte().permute(0, 2, 3, 1).numpy()
+    return _filtered(images, lambda x: F.avg_pool2d(x, k, 1, k // 2, count_include_pad=False))
 
 
 def through_resolution(images_uint8: np.ndarray, px: int) -> np.ndarray:
@@ -298,8 +296,13 @@ def through_resolution(images_uint8: np.ndarray, px: int) -> np.ndarray:
     size = images.shape[1]
     if not 1 <= px <= size:
         raise ValueError(f"px must be between 1 and the image size {size}, got {px}")
-    x = torch.from_numpy(np.array(images)).permute(0, 3, 1, 2).float()
-    x = F.interpolate(F.interpolate(x, size=px, mode="area"), size=size, mode="bilinear", align_corners=False)
+    return _filtered(images, lambda x: F.interpolate(F.interpolate(x, size=px, mode="area"), size=size,
+                                                     mode="bilinear", align_corners=False))
+
+
+def _filtered(images_uint8: np.ndarray, fn) -> np.ndarray:
+    """``fn`` applied to (N, S, S, 3) uint8 images as a (N, 3, S, S) float tensor in [0, 255]; uint8 back."""
+    x = fn(torch.from_numpy(np.array(images_uint8)).permute(0, 3, 1, 2).float())
     return x.clamp(0, 255).round().byte().permute(0, 2, 3, 1).numpy()
 
 
