@@ -57,7 +57,7 @@ def main() -> None:
     from s2i_lib import pipeline
     from s2i_lib.artifacts import atomic_write_json
     from s2i_lib.config import load_config
-    from s2i_lib.data.build import toy_module
+    from s2i_lib.data.build import TOY_DATASETS, toy_module
     from s2i_lib.data.layout import read_dataset
     from s2i_lib.evaluation.report import drawn_by_snapshot, mention_onehots
     from s2i_lib.evaluation.step import cached_attribute_judge
@@ -66,7 +66,7 @@ def main() -> None:
     every = max(1, args.iterations // args.snapshots)
     cfg = load_config(args.profile, args.overrides + [f"gan.iterations={args.iterations}",
                                                       f"gan.checkpoint_every={every}", f"gan.sample_every={every}"])
-    if cfg.data.dataset not in ("toybirds", "toyflowers"):
+    if cfg.data.dataset not in TOY_DATASETS:
         parser.error(f"the attribute judge needs a toy dataset; profile {args.profile!r} uses {cfg.data.dataset}")
     name = args.name or "_".join([args.profile] + (["oracle"] if args.oracle else [])
                                  + [o.replace("gan.", "").replace("=", "-") for o in args.overrides])

@@ -164,8 +164,8 @@ def test_attribute_accuracy_references_judge_the_captions_own_and_other_images(s
     from s2i_lib import pipeline
     from s2i_lib.data.torch_datasets import image_cache
     from s2i_lib.evaluation.attribute_judge import attribute_accuracy, through_resolution
-    from s2i_lib.evaluation.report import (attribute_accuracy_references, other_species, plot_references,
-                                           resolution_ladder)
+    from s2i_lib.evaluation.report import (attribute_accuracy_references, drawn_test_captions, other_species,
+                                           plot_references, resolution_ladder)
 
     cfg, runs = smoke_gan.cfg, smoke_gan.runs_dir
     dirs = {s: pipeline.step_dir(s, cfg, runs) for s in ("data", "speech", "sen")}
@@ -180,6 +180,9 @@ def test_attribute_accuracy_references_judge_the_captions_own_and_other_images(s
     index, records, group, pick = _judged_test_captions(cfg, dirs, 6)
     positions = group.image_pos[pick]
     said = [group.mentions(records)[i] for i in pick]
+    got_positions, got_said = drawn_test_captions(cfg, runs, n=6)   # what bench_reference_cgan.py judges
+    np.testing.assert_array_equal(got_positions, positions)
+    assert got_said == said
     real = image_cache(index, "test", size)
     own = np.asarray(real[positions])
     others = np.asarray(real[other_species(np.array([r.class_id for r in records]), positions, cfg.seed)])

@@ -13,9 +13,8 @@ from types import ModuleType
 from ..progress import tqdm
 
 from ..config import Config
+from .captions import DATASETS as TOY_DATASETS  # the datasets the renderers draw and caption
 from .layout import ImageRecord, read_dataset, write_captions, write_image, write_index
-
-TOY_DATASETS = ("toybirds", "toyflowers")
 
 
 def toy_module(name: str) -> ModuleType:

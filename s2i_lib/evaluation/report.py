@@ -267,6 +267,15 @@ def _judged_captions(cfg, runs_dir: str | Path | None, n: int) -> tuple:
     return judge, captions
 
 
+def drawn_test_captions(cfg, runs_dir: str | Path | None = None, n: int = 500) -> tuple[np.ndarray, list[dict]]:
+    """The ``n`` test captions (training voices) that ``drawn_by_snapshot`` judges: the position of
+    each one's image in the test split, and what each mentions (for generators that are not
+    conditioned on speech, such as ``benchmarks/bench_reference_cgan.py``'s)."""
+    _, captions = _judged_captions(cfg, runs_dir, n)
+    group, mentions, pick = captions["test"]
+    return group.image_pos[pick], [mentions[i] for i in pick]
+
+
 def mention_onehots(mentions: list[dict], attributes: dict[str, list[str]]) -> np.ndarray:
     """The oracle condition of ``bench_gan_quality.py --oracle``: per caption, one-hots of the
     values it mentions, every attribute side by side (52 values for ToyBirds), scaled to unit

@@ -27,7 +27,7 @@ import torch
 
 from ..artifacts import atomic_path, atomic_write_json, json_once
 from ..config import Config
-from ..data.build import toy_module
+from ..data.build import TOY_DATASETS, toy_module
 from ..data.captions import swap_colour
 from ..data.layout import ImageRecord, read_dataset
 from ..data.torch_datasets import image_cache
@@ -124,7 +124,7 @@ class Judges:
             cache / f"is_features_{size}.npy")
         self.sen_images = SenImageFeatures(inputs["sen"], cfg).to(device).eval()
         self.attribute_judge = None
-        if cfg.data.dataset in ("toybirds", "toyflowers"):
+        if cfg.data.dataset in TOY_DATASETS:
             self.attribute_judge = cached_attribute_judge(cfg, inputs["data"], size)
 
     @torch.no_grad()
