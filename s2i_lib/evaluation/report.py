@@ -245,17 +245,25 @@ def plot_colour_swaps(eval_dir: str | Path, group: str = "training voices", n: i
 
 
 def _judged_captions(cfg, runs_dir: str | Path | None, n: int) -> tuple:
-    """What the "drawn" scores share: the cached attribute judge, and per split the training-voice
-    group of every caption (``QueryGroup``), its mentions and a seeded draw of ``n`` of them."""
+    """What the "drawn" scores share: the cached attribute judge, and ``_drawn_captions``."""
+    from .. import pipeline
+    from .attribute_judge import load_attribute_judge
+    from .step import attribute_judge_path
+
+    cache = Path(pipeline.step_dir("data", cfg, runs_dir)) / "cache"
+    judge = load_attribute_judge(attribute_judge_path(cache, cfg.gan.stage_sizes[-1], cfg.seed))
+    return judge, _drawn_captions(cfg, runs_dir, n)
+
+
+def _drawn_captions(cfg, runs_dir: str | Path | None, n: int) -> dict[str, tuple]:
+    """Per split, the training-voice group of every caption (``QueryGroup``), its mentions and a
+    seeded draw of ``n`` of them."""
     from .. import pipeline
     from ..data.layout import read_dataset
-    from .attribute_judge import load_attribute_judge
-    from .step import GROUPS, attribute_judge_path, test_queries
+    from .step import GROUPS, test_queries
 
     dirs = {s: pipeline.step_dir(s, cfg, runs_dir) for s in ("data", "speech", "sen")}
     index = read_dataset(dirs["data"])
-    size = cfg.gan.stage_sizes[-1]
-    judge = load_attribute_judge(attribute_judge_path(Path(dirs["data"]) / "cache", size, cfg.seed))
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0x10C]))
     captions = {}
     for split in ("train", "test"):
@@ -264,15 +272,14 @@ def _judged_captions(cfg, runs_dir: str | Path | None, n: int) -> tuple:
                              records, split)[GROUPS[0]]
         pick = rng.choice(len(group.embeddings), min(n, len(group.embeddings)), replace=False)
         captions[split] = (group, group.mentions(records), pick)
-    return judge, captions
+    return captions
 
 
 def drawn_test_captions(cfg, runs_dir: str | Path | None = None, n: int = 500) -> tuple[np.ndarray, list[dict]]:
     """The ``n`` test captions (training voices) that ``drawn_by_snapshot`` judges: the position of
     each one's image in the test split, and what each mentions (for generators that are not
     conditioned on speech, such as ``benchmarks/bench_reference_cgan.py``'s)."""
-    _, captions = _judged_captions(cfg, runs_dir, n)
-    group, mentions, pick = captions["test"]
+    group, mentions, pick = _drawn_captions(cfg, runs_dir, n)["test"]
     return group.image_pos[pick], [mentions[i] for i in pick]
 
 
