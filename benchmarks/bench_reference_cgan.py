@@ -135,12 +135,6 @@ class Discriminator(nn.Module):
         return self.real(h).squeeze(1) + (self.project(condition) * h).sum(1)
 
 
-def to_uint8(images: torch.Tensor, size: int) -> np.ndarray:
-    if images.shape[-1] != size:
-        images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", default="default")
@@ -165,8 +159,10 @@ def main() -> None:
     from s2i_lib.data.layout import read_dataset
     from s2i_lib.data.torch_datasets import image_cache
     from s2i_lib.evaluation.attribute_judge import attribute_accuracy
+    from s2i_lib.evaluation.fid import images_to_model_input
     from s2i_lib.evaluation.report import drawn_test_captions, mention_onehots
     from s2i_lib.evaluation.step import cached_attribute_judge
+    from s2i_lib.inference import to_uint8
     from s2i_lib.progress import tqdm
 
     cfg = load_config(args.profile)
@@ -184,7 +180,7 @@ def main() -> None:
     attributes = toy_module(cfg.data.dataset).ATTRIBUTES
     index = read_dataset(inputs["data"])
     train = index.split("train")
-    real = torch.from_numpy(np.array(image_cache(index, "train", size))).permute(0, 3, 1, 2).float() / 127.5 - 1
+    real = images_to_model_input(image_cache(index, "train", size))
     conditions = torch.from_numpy(mention_onehots([r.attributes for r in train], attributes))
     images_of, mentions = drawn_test_captions(cfg, args.runs_dir, args.n)
     test = index.split("test")
@@ -204,8 +200,10 @@ def main() -> None:
     @torch.no_grad()
     def judged(net: Generator, iteration: int, tag: str) -> dict:
         net.eval()
-        images = np.concatenate([to_uint8(net(z_fixed[i:i + 100], test_conditions[i:i + 100]), judge_size)
-                                 for i in range(0, len(z_fixed), 100)])
+        drawn = torch.cat([net(z_fixed[i:i + 100], test_conditions[i:i + 100]) for i in range(0, len(z_fixed), 100)])
+        if size != judge_size:
+            drawn = F.interpolate(drawn, size=judge_size, mode="bilinear", align_corners=False)
+        images = to_uint8(drawn)
         net.train()
         grid = images[:16].reshape(2, 8, judge_size, judge_size, 3).swapaxes(1, 2).reshape(2 * judge_size, -1, 3)
         Image.fromarray(grid).save(out / name / f"iter_{iteration:06d}_{tag}.png")
