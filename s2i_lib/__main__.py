@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--text", metavar="CAPTION", help="a caption, spoken by --voice")
     sp.add_argument("--voice", default=None,
                     help="with --text: a training or held-out voice of the profile (default: the first)")
-    sp.add_argument("--seed", type=int, default=0, help="noise seed (the same seed, the same noise)")
+    sp.add_argument("--seed", type=int, default=0,
+                    help="noise seed, 0 to 2**63 - 1 (the same seed, the same noise)")
     sp.add_argument("--n", type=int, default=1, help="how many images (1-64)")
     sp.add_argument("--out", type=Path, required=True, metavar="DIR",
                     help="where image_<i>.png (and caption.wav with --text) go")
@@ -75,12 +76,16 @@ def main(argv: list[str] | None = None) -> int:
         from .notebooks import run_notebooks
         return run_notebooks(args.profile, args.overrides, args.output_dir, args.only, args.runs_dir)
 
+    from .artifacts import BadFileError
     from .device import select_device
     try:
         select_device(cfg.device)
         steps = STEPS if args.command == "all" else (args.command,)
         for step in steps:
             pipeline.ensure(step, cfg, args.runs_dir, force=args.force)
+    except BadFileError as e:   # a damaged file in the runs folder: the message names it
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\ninterrupted: finished files are kept; run the same command again to resume.",
               file=sys.stderr)

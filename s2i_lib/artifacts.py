@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import threading
@@ -74,6 +75,13 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} to JSON: {obj!r}")
 
 
+# --------------------------------------------------------------------------------------- reads
+# Files in a runs folder are shared, copied and downloaded: they are read as data, never executed
+# (no unpickling), and a damaged one is one error that names it.
+class BadFileError(ValueError):
+    """A file the library reads is damaged, truncated, foreign or unsafe; the message names it."""
+
+
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     try:
@@ -81,7 +89,65 @@ def read_json(path: str | os.PathLike) -> Any:
     except FileNotFoundError:
         raise
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); delete it to rebuild") from e
+        raise BadFileError(f"{path} is not valid JSON ({e}); delete it to rebuild") from None
+    except OSError as e:
+        raise BadFileError(f"{path} cannot be read ({e.strerror or e})") from None
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load`` that never unpickles: tensors, numbers, strings and containers only
+    (``weights_only=True``). A missing file is a FileNotFoundError; a damaged, truncated or
+    foreign one (or a pickle that tries to run code) a ``BadFileError`` naming the file."""
+    import torch   # here, not at import time: the rest of this module does not need torch
+
+    path = Path(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:   # torch raises UnpicklingError, EOFError, RuntimeError, ... by damage
+        raise BadFileError(f"{path} is damaged or not a checkpoint written by s2i_lib "
+                           f"({_first_line(e)})") from None
+
+
+def require_finite(module: Any, path: str | os.PathLike) -> None:
+    """A ``BadFileError`` naming ``path`` if a floating-point weight or buffer of ``module`` (just
+    loaded from it) is NaN or infinite: a diverged or damaged run would draw black images silently."""
+    import torch
+
+    if not all(bool(torch.isfinite(t).all()) for t in module.state_dict().values() if t.is_floating_point()):
+        raise BadFileError(f"{path} is damaged (NaN or infinite weights)")
+
+
+def load_array(path: str | os.PathLike, mmap_mode: str | None = None) -> Any:
+    """``np.load`` of an ``.npy`` (an array) or an ``.npz`` (a dict of arrays, all read now) that
+    refuses object arrays (they would be unpickled); a damaged file is a ``BadFileError`` naming it."""
+    import numpy as np
+
+    path = Path(path)
+    try:
+        loaded = np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+        if isinstance(loaded, np.lib.npyio.NpzFile):   # lazy: read here, where errors name the file
+            with loaded:
+                return {k: loaded[k] for k in loaded.files}
+        return loaded
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise BadFileError(f"{path} is damaged or not an array file written by s2i_lib "
+                           f"({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    """The gist of a load error, on one line. torch's refusals of a pickle are paragraphs whose
+    point is the line after "WeightsUnpickler error:" (e.g. "Unsupported global: GLOBAL io.open")."""
+    text = str(e)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        gist = text.split(marker, 1)[1].strip().splitlines()[0].split(" was not an allowed global")[0]
+        return f"refused to unpickle it: {gist[:200]}"
+    lines = text.strip().splitlines()
+    return f"{type(e).__name__}: {lines[0][:200]}" if lines else type(e).__name__
 
 
 def json_once(path: str | os.PathLike, compute: Callable[[], Any]) -> Any:
@@ -98,14 +164,12 @@ def saved_state_for(path: str | os.PathLike, request: dict) -> dict | None:
     """The dict ``torch.save``d at ``path`` if it was made for ``request`` (its ``"request"``
     entry); None if the file is missing, damaged, foreign or made for another request: a cache
     (the evaluation's judges) that the caller then builds over."""
-    import torch   # here, not at import time: the rest of this module does not need torch
-
     path = Path(path)
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:   # a damaged or foreign file is rebuilt over, not trusted
+        state = load_checkpoint(path)
+    except BadFileError:   # a damaged or foreign file is rebuilt over, not trusted
         return None
     return state if isinstance(state, dict) and state.get("request") == request else None
 
@@ -190,7 +254,12 @@ def step_state(step_dir: Path, name: str, config_hash: str, upstream_runs: dict[
     if not metrics_path.exists():
         status = "partial" if step_dir.exists() and any(step_dir.iterdir()) else "missing"
         return StepState(name, step_dir, status, "no metrics.json (never finished)", None)
-    metrics = read_json(metrics_path)
+    try:
+        metrics = read_json(metrics_path)
+        if not isinstance(metrics, dict):
+            raise BadFileError(f"{metrics_path} holds a {type(metrics).__name__}, not the step's record")
+    except BadFileError as e:   # as if the step never finished: it resumes from what is there
+        return StepState(name, step_dir, "partial", str(e).replace("; delete it to rebuild", ""), None)
     if metrics.get("config_hash") != config_hash:
         return StepState(name, step_dir, "stale",
                          f"config changed ({metrics.get('config_hash')} -> {config_hash})", metrics)
@@ -198,10 +267,105 @@ def step_state(step_dir: Path, name: str, config_hash: str, upstream_runs: dict[
     for up, run_id in upstream_runs.items():
         if recorded.get(up) != run_id:
             return StepState(name, step_dir, "stale", f"upstream step '{up}' was re-run", metrics)
+    damage = damaged_file(step_dir, metrics.get("files"))
+    if damage:
+        return StepState(name, step_dir, "damaged", damage, metrics)
     lacking = missing(metrics) if missing is not None else None
     if lacking:
         return StepState(name, step_dir, "partial", lacking, metrics)
     return StepState(name, step_dir, "done", "up to date", metrics)
+
+
+# A folder with more files than this (the speech step's thousands of WAVs) is recorded as its
+# count and total size, so that metrics.json stays small; fewer files are recorded one by one.
+MANIFEST_FILES_PER_FOLDER = 64
+# Shared caches that later steps add to (backbone features in data/cache/): not the step's output.
+UNRECORDED_FOLDERS = ("cache",)
+_TEMP_FILE = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp(\.[^.]*)?$")   # atomic_path's temporary names
+
+
+def file_manifest(step_dir: Path) -> dict[str, int | list[int]]:
+    """What a finished step left in ``step_dir``: ``{"path": size}``, or ``{"folder/": [files,
+    bytes]}`` for a folder of many files. Recorded in metrics.json and checked by ``step_state``,
+    so that a truncated or deleted output is found before a later step reads it."""
+    manifest: dict[str, int | list[int]] = {}
+    for folder, subfolders, names in os.walk(step_dir):
+        rel = Path(folder).relative_to(step_dir)
+        if rel == Path("."):
+            subfolders[:] = [d for d in subfolders if d not in UNRECORDED_FOLDERS]
+            names = [n for n in names if n not in (METRICS_FILE, STARTED_FILE)]
+        subfolders.sort()
+        names = sorted(n for n in names if not _TEMP_FILE.match(n))
+        sizes = [(Path(folder) / n).stat().st_size for n in names]
+        if len(names) > MANIFEST_FILES_PER_FOLDER:
+            manifest[f"{rel.as_posix()}/"] = [len(names), sum(sizes)]
+        else:
+            manifest.update({(rel / n).as_posix(): size for n, size in zip(names, sizes)})
+    return manifest
+
+
+def damaged_file(step_dir: Path, manifest: dict | None) -> str | None:
+    """The first recorded output of ``step_dir`` that is missing or has changed size, as a
+    reason; None if all are as recorded (or nothing was recorded: a run of an older version)."""
+    if not isinstance(manifest, dict):
+        return None
+    for rel, recorded in manifest.items():
+        path = step_dir / rel
+        if rel.endswith("/"):
+            names = [n for n in (os.listdir(path) if path.is_dir() else []) if not _TEMP_FILE.match(n)]
+            now = [len(names), sum((path / n).stat().st_size for n in names if (path / n).is_file())]
+            if now != recorded:
+                return (f"{path} changed since the step finished ({now[0]} files, {now[1]} bytes; "
+                        f"recorded {recorded[0]} files, {recorded[1]} bytes)")
+        elif not path.is_file():
+            return f"{path} is missing (the step finished with it)"
+        elif path.stat().st_size != recorded:
+            return (f"{path} is {path.stat().st_size} bytes, {recorded} when the step finished "
+                    f"(truncated or replaced)")
+    return None
+
+
+def remove_temp_files(step_dir: Path) -> int:
+    """Delete what writes killed half-way left behind (atomic_path's temporary files); returns how
+    many. Only called while the step's lock is held, so no live write is touched."""
+    removed = 0
+    for folder, _, names in os.walk(step_dir):
+        for n in names:
+            if _TEMP_FILE.match(n):
+                (Path(folder) / n).unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+@contextmanager
+def step_lock(step_dir: Path, log: Callable[[str], None] = print) -> Iterator[None]:
+    """Hold ``.<step>.lock`` beside ``step_dir`` while a step runs: a second process that asks for
+    the same step (two ``make run`` on one runs folder) waits for the first, then finds its work
+    done, instead of deleting files under it."""
+    try:
+        import fcntl
+    except ImportError:   # not POSIX: no lock (one run at a time is then the user's job)
+        yield
+        return
+    step_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = step_dir.parent / f".{step_dir.name}.lock"
+    with open(lock_path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            log(f"[{step_dir.name}] waiting: {holder} is running this step ({lock_path})")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()} on {platform.node()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def run_step(step_dir: Path, name: str, config_hash: str, config_section: dict,
@@ -217,6 +381,14 @@ def run_step(step_dir: Path, name: str, config_hash: str, config_section: dict,
     A finished run that ``missing`` (see ``step_state``) finds short is resumed the same way: the
     work finds its outputs there and adds the rest.
     """
+    with step_lock(step_dir, log):
+        return _run_step_locked(step_dir, name, config_hash, config_section, upstream_runs, work,
+                                force, log, missing)
+
+
+def _run_step_locked(step_dir: Path, name: str, config_hash: str, config_section: dict,
+                     upstream_runs: dict[str, str], work: Callable[[Path], dict], force: bool,
+                     log: Callable[[str], None], missing: Callable[[dict], str | None] | None) -> dict:
     state = step_state(step_dir, name, config_hash, upstream_runs, missing)
     if state.status == "done" and not force:
         log(f"[{name}] up to date in {step_dir} (config {config_hash}); nothing to do. "
@@ -240,6 +412,8 @@ def run_step(step_dir: Path, name: str, config_hash: str, config_section: dict,
         log(f"[{name}] {state.reason}: extending the finished run in {step_dir}")
     elif resumable:
         log(f"[{name}] resuming an interrupted run in {step_dir}")
+    if resumable:
+        remove_temp_files(step_dir)
     step_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(started_path, {**started, "started_at": _now()})
 
@@ -248,6 +422,7 @@ def run_step(step_dir: Path, name: str, config_hash: str, config_section: dict,
         figures = work(step_dir)
     wall = time.perf_counter() - t0
 
+    remove_temp_files(step_dir)   # e.g. a resumed run's leftovers from the kill
     metrics = {
         "step": name,
         "run_id": uuid.uuid4().hex[:12],
@@ -259,6 +434,7 @@ def run_step(step_dir: Path, name: str, config_hash: str, config_section: dict,
         "figures": figures,
         "config": config_section,
         "versions": package_versions(),
+        "files": file_manifest(step_dir),
     }
     gpu_peak = _cuda_peak_mb()
     if gpu_peak is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -27,6 +28,24 @@ STEPS = ("data", "speech", "sen", "gan", "eval")
 # ablations after a plain evaluation reuse its ~9 minutes of full-model figures) and turning it
 # off keeps what was added (a later `make run` does not throw away the ablations' hour and a half).
 EXTENDING_KEYS: dict[str, tuple[str, ...]] = {"eval": ("ablations",)}
+
+
+# Upper bounds of the numeric keys: far above any real run, they catch a typo (batch_size=1e23,
+# workers=800) with a message before it turns into an out-of-memory error an hour later.
+UPPER_BOUNDS: dict[str, int | float] = {
+    "seed": 2**32 - 1,   # numpy's global seed is 32-bit
+    "data.images_per_class": 1000, "data.n_train_classes": 100_000, "data.n_test_classes": 100_000,
+    "data.workers": 256, "speech.workers": 256,
+    "sen.embed_dim": 8192, "sen.gru_hidden": 4096, "sen.gru_layers": 8, "sen.attention_hidden": 4096,
+    "sen.batch_size": 8192, "sen.epochs": 100_000, "sen.lr_decay_every": 100_000,
+    "sen.weight_decay": 1.0, "sen.gamma": 1000.0, "sen.feature_views": 64,
+    "gan.gf_dim": 1024, "gan.df_dim": 1024, "gan.z_dim": 4096, "gan.condition_dim": 4096,
+    "gan.res_blocks": 16, "gan.batch_size": 8192, "gan.iterations": 100_000_000,
+    "gan.kl_coeff": 1000.0, "gan.rs_coeff": 1000.0, "gan.contrastive_coeff": 1000.0,
+    "gan.checkpoint_every": 100_000_000, "gan.sample_every": 100_000_000,
+    "eval.is_splits": 100, "eval.batch_size": 8192, "eval.colour_swaps": 100_000,
+    "eval.judge_images": 1_000_000, "eval.judge_epochs": 1000,
+}
 
 
 class ConfigError(ValueError):
@@ -216,15 +235,16 @@ class GanConfig:
     condition_dim: int = 128
     res_blocks: int = 2
     dense: bool = True
-    # multiply the unit-norm embeddings by sqrt(embed_dim) before the CA (see gan/conditioning.py);
-    # false = the original
-    rescale_embedding: bool = True
+    # extension (not in the paper): multiply the unit-norm embeddings by sqrt(embed_dim) before the
+    # CA (see gan/conditioning.py); false = the original
+    rescale_embedding: bool = False
     relation_supervisor: bool = True
     rs_mode: Literal["cooperative", "adversarial"] = "cooperative"
     # the RS reads the real, similar and wrong images' features from the SEN step's cached views
     # (a random one of sen.feature_views per image) instead of running the backbone on them every
-    # iteration (see GanTrainingSet); false = the original, a fresh crop through the backbone
-    rs_cached_views: bool = True
+    # iteration (see GanTrainingSet); false = the original, a fresh crop through the backbone.
+    # An extension (a speed-up that changes what the RS sees), on in the CPU profiles only.
+    rs_cached_views: bool = False
     condition_on: Literal["speech", "text"] = "speech"
     batch_size: int = 24
     iterations: int = 220800
@@ -250,6 +270,7 @@ class GanConfig:
         _check(len(s) == 3, f"{p}.stage_sizes", s, "needs three stage resolutions")
         _check(all(b == 2 * a for a, b in zip(s, s[1:])) and s[0] >= 16 and (s[0] & (s[0] - 1)) == 0,
                f"{p}.stage_sizes", s, "must be powers of two, at least 16, each twice the previous")
+        _check(s[-1] <= 1024, f"{p}.stage_sizes", s, "the last stage must be at most 1024 px")
         for k in ("gf_dim", "df_dim", "z_dim", "condition_dim"):
             _check(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "must be positive")
         _check(self.gf_dim % 4 == 0, f"{p}.gf_dim", self.gf_dim,
@@ -309,6 +330,10 @@ class Config:
                "device", self.device, "must be auto, cpu, cuda or cuda:N")
         for name in STEPS:
             getattr(self, name).validate(name)
+        for key, bound in UPPER_BOUNDS.items():
+            section, _, field_name = key.rpartition(".")
+            value = getattr(getattr(self, section) if section else self, field_name)
+            _check(value is None or value <= bound, key, value, f"must be at most {bound}")
         return self
 
     def step_hash(self, step: str) -> str:
@@ -456,6 +481,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if tp is float:
         _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, value,
                "must be a number")
+        _check(math.isfinite(value), key, value, "must be a finite number")
         return float(value)
     if tp is str:
         _check(isinstance(value, str), key, value, "must be a string")

@@ -21,15 +21,19 @@ from __future__ import annotations
 
 import html
 import io
+import json
+import os
 import re
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .artifacts import load_array
 from .config import Config, SpeechConfig
 from .speech.features import AudioError, read_audio
 
@@ -144,7 +148,16 @@ def draw(s2i, wave: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarr
     """Speech -> embedding -> ``n`` images: (embedding (D,), uint8 images (n, S, S, 3), seconds of
     ``embedding`` and ``generation``). What the demo, ``generate`` and its benchmark time."""
     t0 = time.perf_counter()
-    embedding = s2i.embed([s2i.features(wave)])
+    features = s2i.features(wave)
+    # NaN in, NaN out: the generator would draw all-black images and the run would look fine
+    if not np.isfinite(np.asarray(features)).all():
+        raise ValueError("the speech features of the audio are not finite (NaN or infinite): its "
+                         "samples are corrupt or far outside [-1, 1]")
+    embedding = s2i.embed([features])
+    if not np.isfinite(np.asarray(embedding)).all():
+        raise ValueError(f"the speech embedding is not finite (NaN or infinite): the speech encoder "
+                         f"is damaged; rebuild it: python -m s2i_lib sen --profile "
+                         f"{s2i.cfg.profile} --force")
     t1 = time.perf_counter()
     images = s2i.generate(embedding, n=n, seed=seed)[0]
     t2 = time.perf_counter()
@@ -343,7 +356,7 @@ class Demo:
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: rebuild the sen step "
                                     f"(python -m s2i_lib sen --profile {cfg.profile} --force)")
-        return cls(s2i, index, np.load(path))
+        return cls(s2i, index, load_array(path))
 
     @property
     def dataset(self) -> str:
@@ -430,10 +443,12 @@ class Demo:
 
 
 def _check_request(seed: int, n: int) -> None:
+    from .inference import MAX_SEED
     if not 1 <= int(n) <= MAX_IMAGES:
-        raise ValueError(f"the number of images must be between 1 and {MAX_IMAGES}, got {n}")
-    if int(seed) < 0:
-        raise ValueError(f"the seed must be >= 0, got {seed}")
+        raise ValueError(f"--n (the number of images) must be between 1 and {MAX_IMAGES}, got {n}")
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise ValueError(f"--seed (the noise seed) must be between 0 and {MAX_SEED} (2**63 - 1), "
+                         f"got {seed}")
 
 
 # ------------------------------------------------------------------------------------ plots
@@ -610,7 +625,8 @@ def run_generate(cfg: Config, out: Path, wav: Path | None = None, text: str | No
                  voice: str | None = None, seed: int = 0, n: int = 1,
                  runs_dir: str | Path | None = None) -> int:
     """``python -m s2i_lib generate``: images from a recording or a typed caption, written to ``out``.
-    Returns the exit code (2 for bad input, with a one-line message on stderr)."""
+    Returns the exit code: 2 for bad input (a bad file, option, damaged or stale model, an --out
+    that cannot be written), with a one-line message on stderr and nothing written."""
     import sys
 
     from .inference import SpeechToImage
@@ -618,14 +634,14 @@ def run_generate(cfg: Config, out: Path, wav: Path | None = None, text: str | No
     from .speech.tts import UnknownVoiceError, WeightsNotAvailableError
 
     def fail(message: str) -> int:
-        print(f"error: {message}", file=sys.stderr)
+        # one line, whatever the message holds (an OS error text, a path with a newline)
+        print("error: " + " ".join(message.splitlines()), file=sys.stderr)
         return 2
 
     speech = cfg.speech
     try:
         _check_request(seed, n)
-        if out.exists() and not out.is_dir():
-            return fail(f"--out {out} is a file, not a folder")
+        check_out(out)
         if wav is not None:
             if voice is not None:
                 return fail("--voice applies to --text only (a recording has its own voice)")
@@ -636,6 +652,7 @@ def run_generate(cfg: Config, out: Path, wav: Path | None = None, text: str | No
         else:
             voice = check_voice(cfg, voice or speech.voices[0])
             text = normalise_caption(text, speech.max_caption_chars)
+        check_trained_config(cfg, runs_dir)
         t0 = time.perf_counter()
         s2i = SpeechToImage.from_runs(cfg, runs_dir)
         warm_up(s2i)
@@ -646,20 +663,17 @@ def run_generate(cfg: Config, out: Path, wav: Path | None = None, text: str | No
             speech_s = time.perf_counter() - t0
             source = f'"{text}" spoken by {voice}'
         _, images, timings = draw(s2i, wave, n, seed)
-    except (AudioError, FileNotFoundError, UnknownVoiceError, WeightsNotAvailableError, ValueError) as e:
+        # everything is encoded before the first byte is written: a failure leaves nothing behind
+        files = {"caption.wav": wav_bytes(wave, speech.sample_rate)} if wav is None else {}
+        files.update({f"image_{i}.png": _png_bytes(im) for i, im in enumerate(images)})
+        files["images_x4.png"] = _png_bytes(np.concatenate(list(images), axis=1), scale=4)  # for viewing
+        write_outputs(out, files)
+    # UnknownVoiceError, AudioError and FileNotFoundError are ValueError and OSError too; listed
+    # so that a reader sees what lands here
+    except (AudioError, FileNotFoundError, UnknownVoiceError, WeightsNotAvailableError, ValueError,
+            OSError) as e:
         return fail(str(e))
 
-    from PIL import Image
-    from .artifacts import atomic_path, atomic_write_bytes
-    out.mkdir(parents=True, exist_ok=True)
-    if wav is None:
-        atomic_write_bytes(out / "caption.wav", wav_bytes(wave, speech.sample_rate))
-    for i, im in enumerate(images):
-        with atomic_path(out / f"image_{i}.png") as tmp:
-            Image.fromarray(im).save(tmp, format="PNG")
-    with atomic_path(out / "images_x4.png") as tmp:   # for viewing: a row, 4x, pixels kept sharp
-        row = Image.fromarray(np.concatenate(list(images), axis=1))
-        row.resize((row.width * 4, row.height * 4), Image.NEAREST).save(tmp, format="PNG")
     size = images.shape[1]
     print(f"heard: {source}")
     print(f"wrote {n} image{'s' if n > 1 else ''} of {size} px to {out}/image_<i>.png"
@@ -670,3 +684,138 @@ def run_generate(cfg: Config, out: Path, wav: Path | None = None, text: str | No
           f"{timings['embedding'] * 1000:.0f} ms, generation {timings['generation'] * 1000:.0f} ms "
           f"(model loading {load_s:.1f} s, not counted)")
     return 0
+
+
+def check_trained_config(cfg: Config, runs_dir: str | Path | None = None) -> None:
+    """A ValueError if the trained gan step on disk was built from another config than ``cfg``
+    (``--set gan.z_dim=32`` would otherwise silently draw with the old model), naming the keys
+    that differ, or from another run of the sen step than the one on disk (its generator was
+    trained on another encoder's embeddings). A step that never finished is left to the loaders,
+    which say what to build."""
+    from . import pipeline
+    from .artifacts import METRICS_FILE, read_json
+    gan_dir = pipeline.step_dir("gan", cfg, runs_dir)
+    if not (gan_dir / METRICS_FILE).exists():
+        return
+    trained = read_json(gan_dir / METRICS_FILE)
+    if not isinstance(trained, dict):
+        raise ValueError(f"{gan_dir / METRICS_FILE} is damaged (not a step record); rebuild the "
+                         f"step: python -m s2i_lib gan --profile {cfg.profile} --force")
+    rebuild = f"run python -m s2i_lib gan --profile {cfg.profile}"
+    if trained.get("config_hash") != cfg.step_hash("gan"):
+        changes = _config_changes(cfg, runs_dir) or [
+            f"config hash {trained.get('config_hash')} -> {cfg.step_hash('gan')}"]
+        raise ValueError(f"the trained gan step in {gan_dir} was built with another config "
+                         f"({', '.join(changes)}); {rebuild} (with the same --set options) to "
+                         f"rebuild it")
+    sen_metrics = pipeline.step_dir("sen", cfg, runs_dir) / METRICS_FILE
+    sen = read_json(sen_metrics) if sen_metrics.exists() else None
+    if isinstance(sen, dict) and trained.get("upstream_runs", {}).get("sen") != sen.get("run_id"):
+        raise ValueError(f"the trained gan step in {gan_dir} was trained on another run of the "
+                         f"sen step (the sen step was re-run since); {rebuild} to rebuild it")
+
+
+def _config_changes(cfg: Config, runs_dir: str | Path | None) -> list[str]:
+    """"section.key: trained -> asked" for each value that the metrics.json of the steps up to gan
+    record differently from ``cfg`` (each step records its own section)."""
+    from . import pipeline
+    from .artifacts import METRICS_FILE, read_json
+    from .config import STEPS
+    def shown(value: Any) -> str:
+        return value if isinstance(value, str) else json.dumps(value)
+
+    asked = json.loads(json.dumps(cfg.to_dict(), default=str))   # tuples as lists, as recorded
+    changes = []
+    for step in STEPS[: STEPS.index("gan") + 1]:
+        path = pipeline.step_dir(step, cfg, runs_dir) / METRICS_FILE
+        try:
+            recorded = read_json(path)["config"]
+            section = recorded[step]
+        except (FileNotFoundError, ValueError, KeyError, TypeError):   # nothing to compare with
+            continue
+        if step == "gan" and recorded.get("seed", cfg.seed) != cfg.seed:
+            changes.append(f"seed: {recorded['seed']} -> {cfg.seed}")
+        for key, value in asked[step].items():
+            if key in section and section[key] != value:
+                changes.append(f"{step}.{key}: {shown(section[key])} -> {shown(value)}")
+    return changes
+
+
+def check_out(out: Path) -> None:
+    """A ValueError naming the problem if ``out`` cannot be a folder to write into (or be made
+    one): a file in the way, a dangling symbolic link, a folder this user may not write into."""
+    for p in (out, *out.parents):
+        where = f"--out {out}" if p == out else f"--out {out}: {p}"
+        if p.is_symlink() and not p.exists():
+            raise ValueError(f"{where} is a symbolic link to {os.readlink(p)}, which does not exist")
+        if not p.exists():
+            continue          # made by write_outputs, if its nearest existing parent allows it
+        if not p.is_dir():
+            raise ValueError(f"{where} is a file, not a folder")
+        # os.access, not a trial write: nothing is created before the images are ready. Root
+        # passes it except on a read-only file system; write_outputs reports what the OS says then.
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise ValueError(f"{where} is not writable (permission denied)")
+        return
+
+
+def write_outputs(out: Path, files: dict[str, bytes]) -> None:
+    """Write ``files`` (name -> bytes) into the folder ``out``: all of them or none.
+
+    Each goes to a temporary file beside its target, then all are renamed into place. On a failure
+    (a full disk, a permission, a folder where a file should go) the temporary files, the files this
+    call added and the folders it created are removed, and the error is a ValueError naming the
+    file. A file that was replaced before the failure keeps its new content (renames are not undone).
+    """
+    check_out(out)
+    for name in files:
+        if (out / name).is_dir():
+            raise ValueError(f"--out {out}: {out / name} is a folder, where {name} should be "
+                             f"written; remove it or choose another --out")
+    created = []            # the folders this call makes, deepest first
+    p = out
+    while not p.exists():
+        created.append(p)
+        p = p.parent
+    temps: dict[str, Path] = {}
+    added: list[Path] = []
+    target = out
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            target = out / name   # atomic_path's temporary name: the pipeline's cleaners know it
+            temps[name] = tmp = out / f".{target.stem}.{uuid.uuid4().hex[:8]}.tmp{target.suffix}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+                os.fsync(f.fileno())   # durable before the rename publishes it
+        for name, tmp in temps.items():
+            target = out / name
+            new = not target.exists()
+            os.replace(tmp, target)
+            if new:
+                added.append(target)
+    except BaseException as e:   # Ctrl-C included: nothing half-written stays
+        for path in [*temps.values(), *added]:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError:
+                pass
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:    # not empty (someone else's files) or gone: leave it
+                break
+        if isinstance(e, OSError):
+            raise ValueError(f"--out {out}: cannot write {target}: {e.strerror or e}") from e
+        raise
+
+
+def _png_bytes(image: np.ndarray, scale: int = 1) -> bytes:
+    """An (H, W, 3) uint8 image as PNG bytes, enlarged ``scale`` times without blur."""
+    from PIL import Image
+    im = Image.fromarray(np.asarray(image, dtype=np.uint8))
+    if scale > 1:
+        im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .artifacts import BadFileError, load_checkpoint, require_finite
 from .config import Config, SenConfig
 from .gan.step import GENERATOR_FILE
 from .gan.trainer import load_generator
@@ -33,16 +34,28 @@ def load_speech_encoder(sen_dir: str | Path, device: torch.device | str = "cpu")
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: build the sen step first "
                                 f"(python -m s2i_lib sen --profile ...)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    fields = {f for f in SenConfig.__dataclass_fields__}
-    sen_cfg = SenConfig(**{k: v for k, v in state["sen"].items() if k in fields})
-    encoder = SpeechEncoder.from_config(sen_cfg, state["n_mels"])
-    encoder.load_state_dict(state["state_dict"])
+    state = load_checkpoint(path)
+    try:
+        fields = {f for f in SenConfig.__dataclass_fields__}
+        sen_cfg = SenConfig(**{k: v for k, v in state["sen"].items() if k in fields})
+        encoder = SpeechEncoder.from_config(sen_cfg, state["n_mels"])
+        encoder.load_state_dict(state["state_dict"])
+    except Exception as e:   # a foreign file fails here (KeyError, TypeError, RuntimeError...)
+        raise BadFileError(f"{path} is damaged or not a speech encoder ({type(e).__name__} while "
+                           f"loading it)") from None
+    require_finite(encoder, path)
     return encoder.to(device).eval()
 
 
+# Seeds are 0 .. 2**63 - 1: torch takes up to 2**64 - 1 (and wraps negative ones), but a signed
+# 64-bit range survives every store a seed goes through (JSON readers, numpy int64, databases).
+MAX_SEED = 2**63 - 1
+
+
 def noise(n: int, z_dim: int, cond_dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(z, eps) for ``n`` images, from ``seed`` alone."""
+    """(z, eps) for ``n`` images, from ``seed`` (0 .. ``MAX_SEED``) alone."""
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise ValueError(f"the seed must be between 0 and {MAX_SEED} (2**63 - 1), got {seed}")
     g = torch.Generator().manual_seed(int(seed))
     return torch.randn(n, z_dim, generator=g), torch.randn(n, cond_dim, generator=g)
 
@@ -63,12 +76,24 @@ class SpeechToImage:
     @classmethod
     def from_dirs(cls, cfg: Config, sen_dir: str | Path, gan_dir: str | Path,
                   device: torch.device | str = "cpu") -> "SpeechToImage":
+        """The models of a ``sen`` and a ``gan`` step folder. A missing file is a FileNotFoundError,
+        a damaged one a BadFileError; both say which command rebuilds it."""
         gen_path = Path(gan_dir) / GENERATOR_FILE
         if not gen_path.exists():
             raise FileNotFoundError(f"{gen_path} is missing: build the gan step first "
                                     f"(python -m s2i_lib gan --profile {cfg.profile})")
         device = torch.device(device)
-        return cls(load_speech_encoder(sen_dir, device), load_generator(gen_path, device), cfg, device)
+        p = cfg.profile
+        try:
+            encoder = load_speech_encoder(sen_dir, device)
+        except BadFileError as e:   # the gan step depends on the sen step: it is rebuilt after it
+            raise BadFileError(f"{e}; rebuild it: python -m s2i_lib sen --profile {p} --force, "
+                               f"then python -m s2i_lib gan --profile {p}") from None
+        try:
+            generator = load_generator(gen_path, device)
+        except BadFileError as e:
+            raise BadFileError(f"{e}; rebuild it: python -m s2i_lib gan --profile {p} --force") from None
+        return cls(encoder, generator, cfg, device)
 
     @classmethod
     def from_runs(cls, cfg: Config, runs_dir: str | Path | None = None, build: bool = False,

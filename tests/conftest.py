@@ -32,3 +32,31 @@ def smoke_gan(tmp_path_factory):
     runs_dir = tmp_path_factory.mktemp("runs")
     ensure("gan", cfg, runs_dir=runs_dir)
     return SimpleNamespace(cfg=cfg, runs_dir=runs_dir, overrides=list(SMOKE_GAN_OVERRIDES))
+
+
+@pytest.fixture
+def runs_copy(smoke_gan, tmp_path):
+    """A private copy of the trained smoke runs folder, to damage at will."""
+    import shutil
+    copy = tmp_path / "runs"
+    shutil.copytree(smoke_gan.runs_dir, copy, symlinks=True)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def generate(smoke_gan, one_thread):
+    """Runs ``python -m s2i_lib generate`` in this process on the smoke model: (exit code, stdout,
+    stderr). ``runs_dir`` replaces the fixture's runs folder (e.g. a damaged copy)."""
+    from s2i_lib.__main__ import main
+
+    def run(*args, capsys, runs_dir=None):
+        argv = ["generate", "--profile", "smoke", "--runs-dir", str(runs_dir or smoke_gan.runs_dir)]
+        for o in smoke_gan.overrides:
+            argv += ["--set", o]
+        try:
+            code = main(argv + [str(a) for a in args])
+        except SystemExit as e:   # argparse's own errors
+            code = e.code
+        out = capsys.readouterr()
+        return code, out.out, out.err
+    return run

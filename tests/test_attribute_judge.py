@@ -106,7 +106,7 @@ def test_judge_errors(tiny_judge, tmp_path):
     with pytest.raises(FileNotFoundError, match="train_attribute_judge"):
         load_attribute_judge(tmp_path / "missing.pt")
     (tmp_path / "bad.pt").write_text("garbage")
-    with pytest.raises(ValueError, match="bad.pt is not a readable attribute judge"):
+    with pytest.raises(ValueError, match="bad.pt is damaged or not a checkpoint written by s2i_lib"):
         load_attribute_judge(tmp_path / "bad.pt")
     torch.save({"request": {"format": 999}}, tmp_path / "old.pt")
     with pytest.raises(ValueError, match="old.pt is not an attribute judge of format"):

@@ -195,7 +195,7 @@ def test_is_classifier_trains_caches_and_reports(toy_test_images, tmp_path):
     with pytest.raises(ValueError, match="one class id per image"):
         train_is_classifier(images, class_ids[:-1], 0, tmp_path / "x.pt", tmp_path / "f.npy", progress=False)
     (tmp_path / "bad.pt").write_text("not a checkpoint")
-    with pytest.raises(ValueError, match="bad.pt is not an IS classifier"):
+    with pytest.raises(ValueError, match="bad.pt is damaged or not a checkpoint written by s2i_lib"):
         load_is_classifier(tmp_path / "bad.pt")
 
 

@@ -14,22 +14,6 @@ REPO = Path(__file__).resolve().parent.parent
 SR = 22050
 
 
-@pytest.fixture(scope="module")
-def generate(smoke_gan, one_thread):
-    """Runs the command in this process: (exit code, stdout, stderr)."""
-    def run(*args, capsys):
-        argv = ["generate", "--profile", "smoke", "--runs-dir", str(smoke_gan.runs_dir)]
-        for o in smoke_gan.overrides:
-            argv += ["--set", o]
-        try:
-            code = main(argv + [str(a) for a in args])
-        except SystemExit as e:   # argparse's own errors
-            code = e.code
-        out = capsys.readouterr()
-        return code, out.out, out.err
-    return run
-
-
 def test_text_then_its_wav(generate, capsys, tmp_path):
     code, out, err = generate("--text", "a small bird with a red crown", "--n", "3", "--seed", "2",
                               "--out", tmp_path / "text", capsys=capsys)

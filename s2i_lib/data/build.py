@@ -13,6 +13,7 @@ from types import ModuleType
 from ..progress import tqdm
 
 from ..config import Config
+from ..device import cpu_count
 from .captions import DATASETS as TOY_DATASETS  # the datasets the renderers draw and caption
 from .layout import ImageRecord, read_dataset, write_captions, write_image, write_index
 
@@ -104,7 +105,7 @@ def build_data_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict
     d = cfg.data
     if d.dataset in TOY_DATASETS:
         info = build_toy_dataset(out_dir, d.dataset, d.image_size, d.images_per_class, cfg.seed,
-                                 d.n_train_classes, d.n_test_classes, d.workers)
+                                 d.n_train_classes, d.n_test_classes, min(d.workers, cpu_count()))
     else:
         prepared = Path(d.root).expanduser()
         if not prepared.is_absolute():

@@ -16,7 +16,10 @@ Inputs (an archive or its extracted folder each):
   lists ``birds/{train,test}/filenames.pickle``.
 
 Pickles from the internet can run arbitrary code when loaded, so they are read with an unpickler
-that cannot import anything (:func:`load_plain_pickle`). Every problem is either an error that
+that cannot import anything (:func:`load_plain_pickle`). The downloads are untrusted files, so what a
+small file can make this code allocate is bounded before it is allocated: the items a pickle expands
+to, the class numbers of ``imagelabels.mat``, the bytes an archive unpacks to and the pixels an image
+decodes to (the ``MAX_*`` constants). Every problem is either an error that
 names the file (:class:`DatasetPreparationError`) or, where skipping one image is reasonable, a
 counted warning that names the file, printed and kept in ``dataset.json["warnings"]``. The dataset
 is built in a temporary folder beside the output and renamed into place only when complete.
@@ -28,10 +31,13 @@ import os
 import pickle
 import re
 import shutil
+import struct
 import sys
 import tarfile
 import uuid
+import warnings as pywarnings   # `warnings` names the list of warnings below
 import zipfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -50,6 +56,23 @@ CROP_RULE = ("StackGAN bounding-box crop: r = int(0.75 * max(w, h)), centre (int
 # The standard splits: (images in the full download, expected train images, expected test images)
 CUB_FULL = (11788, 8855, 2933)
 OXFORD_FULL = (8189, 7034, 1155)
+
+# Limits for hostile downloads (a few hundred bytes or megabytes that would expand to gigabytes).
+# Each sits far above what the real downloads need, far below what would exhaust a machine.
+MAX_PICKLE_ITEMS = 1_000_000      # list entries a pickle may expand to; CUB's key lists hold 11,788
+MAX_PICKLE_DEPTH = 32             # a key list is a flat list (depth 1)
+OXFORD_CLASSES = 102
+MAX_OXFORD_IMAGES = 99_999        # image_XXXXX.jpg: five digits
+MAX_MAT_VARIABLE_BYTES = 16 * 2**20   # inflated; the real 'labels' (8,189 doubles) is 64 KB
+# Archives are checked on the sizes their members declare (tarfile and zipfile never produce more),
+# before a member is written. The largest file extracted from the real downloads is a caption
+# archive or pickle of a few MB (photos are < 1 MB); CUB_200_2011.tgz unpacks to ~1.2 GB and
+# 102flowers.tgz to ~350 MB in all.
+MAX_MEMBER_BYTES = 100 * 2**20
+MAX_EXTRACT_BYTES = 4 * 2**30
+# Real CUB and Oxford photos are at most a few megapixels; a 40-megapixel RGB image already
+# decodes to 120 MB per thread.
+MAX_IMAGE_PIXELS = 40_000_000
 
 CUB_FILES = {
     "images.txt": "lines '<image id> <class folder>/<image>.jpg'",
@@ -93,18 +116,38 @@ def _decode(b: bytes) -> str:
 
 
 def _plain(obj: Any, path: Path) -> Any:
-    """Check that ``obj`` holds plain data only, and turn Python-2 byte strings into str."""
-    if isinstance(obj, bytes):
-        return _decode(obj)
-    if isinstance(obj, (str, int, float, bool, type(None))):
-        return obj
-    if isinstance(obj, (list, tuple)):
-        items = [_plain(x, path) for x in obj]
-        return items if isinstance(obj, list) else tuple(items)
-    if isinstance(obj, dict):
-        return {_plain(k, path): _plain(v, path) for k, v in obj.items()}
-    raise DatasetPreparationError(f"{path}: the pickle holds a {type(obj).__name__}; only lists, "
-                                  f"tuples, dicts, strings and numbers are accepted")
+    """Check that ``obj`` holds plain data only, and turn Python-2 byte strings into str.
+
+    The copy repeats what the pickle shares: a few hundred bytes of ``b = [a] * 100; c = [b] * 100
+    ...`` would copy into gigabytes, and a list may even contain itself. So the items copied and
+    the depth are counted, and the pickle refused before either budget is exceeded.
+    """
+    left = MAX_PICKLE_ITEMS
+
+    def walk(x: Any, depth: int) -> Any:
+        nonlocal left
+        if depth > MAX_PICKLE_DEPTH:
+            raise DatasetPreparationError(
+                f"{path}: refused: the pickle nests more than {MAX_PICKLE_DEPTH} levels deep (or "
+                f"contains itself); a key list is a flat list of strings")
+        if isinstance(x, bytes):
+            return _decode(x)
+        if isinstance(x, (str, int, float, bool, type(None))):
+            return x
+        if isinstance(x, (list, tuple, dict)):
+            left -= len(x)
+            if left < 0:
+                raise DatasetPreparationError(
+                    f"{path}: refused: the pickle expands to more than {MAX_PICKLE_ITEMS:,} items "
+                    f"(lists repeating shared references?); CUB's key lists hold 11,788 in all")
+            if isinstance(x, dict):
+                return {walk(k, depth + 1): walk(v, depth + 1) for k, v in x.items()}
+            items = [walk(v, depth + 1) for v in x]
+            return items if isinstance(x, list) else tuple(items)
+        raise DatasetPreparationError(f"{path}: the pickle holds a {type(x).__name__}; only lists, "
+                                      f"tuples, dicts, strings and numbers are accepted")
+
+    return walk(obj, 0)
 
 
 def load_plain_pickle(path: str | os.PathLike) -> Any:
@@ -164,14 +207,32 @@ class _Item:
     bbox: tuple[float, float, float, float] | None = None
 
 
+def _refuse_bomb(path: Path, detail: str) -> DatasetPreparationError:
+    # an error, not a skipped image: no real photo of these datasets comes near the limit
+    return DatasetPreparationError(f"{path}: refusing to decode this image: {detail}")
+
+
 def _process_image(job: tuple) -> str | None:
-    """Decode, crop, resize and write one image; returns a warning instead of raising."""
+    """Decode, crop, resize and write one image; returns a warning for a damaged image.
+
+    Raises :class:`DatasetPreparationError` for an image over :data:`MAX_IMAGE_PIXELS`.
+    """
     item, captions, root, size, ext = job
     try:
-        with Image.open(item.source) as im:
-            im = im.convert("RGB")
+        with Image.open(item.source) as src:   # reads the header only
+            w, h = src.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise _refuse_bomb(item.source, f"{w}x{h} pixels ({w * h / 1e6:.0f} megapixels), "
+                                                f"over the limit of {MAX_IMAGE_PIXELS / 1e6:.0f} "
+                                                f"megapixels for a photo (a decompression bomb?)")
+            im = src.convert("RGB")
+    except DatasetPreparationError:
+        raise
     except FileNotFoundError:
         return f"{item.source}: image file missing; image {item.key} skipped"
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        # over twice PIL's own limit, or over a lower limit set by the caller
+        raise _refuse_bomb(item.source, str(e)) from None
     except Exception as e:  # noqa: BLE001 - PIL raises many types for a damaged file
         return f"{item.source}: cannot decode the image ({e}); image {item.key} skipped"
     if item.bbox is not None:
@@ -193,32 +254,55 @@ def _safe_member_path(name: str, archive: Path) -> PurePosixPath:
     return p
 
 
+def _claim(archive: Path, name: str, size: int, total: int) -> int:
+    """``total + size``, the bytes extracted with member ``name``, if within the limits."""
+    if size > MAX_MEMBER_BYTES:
+        raise DatasetPreparationError(
+            f"{archive}: member {name!r} would unpack to {size:,} bytes, over the limit of "
+            f"{MAX_MEMBER_BYTES:,} for one file (a decompression bomb?); refusing the archive")
+    if total + size > MAX_EXTRACT_BYTES:
+        raise DatasetPreparationError(
+            f"{archive}: the files to extract add up to more than {MAX_EXTRACT_BYTES:,} bytes at "
+            f"member {name!r} (a decompression bomb?); refusing the archive")
+    return total + size
+
+
 def _extract(archive: Path, dest: Path, want: Callable[[PurePosixPath], bool], log: Log) -> int:
-    """Extract the regular files of ``archive`` that ``want`` accepts into ``dest``; count them."""
+    """Extract the regular files of ``archive`` that ``want`` accepts into ``dest``; count them.
+
+    The members' declared sizes are checked against :data:`MAX_MEMBER_BYTES` and
+    :data:`MAX_EXTRACT_BYTES` before they are written (a zip's, before any is written).
+    """
     dest.mkdir(parents=True, exist_ok=True)
-    n = 0
+    n = total = 0
     log(f"reading {archive} ...")
     try:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
+                members = []
                 for info in zf.infolist():
                     if info.is_dir():
                         continue
                     p = _safe_member_path(info.filename, archive)
                     if want(p):
-                        target = dest.joinpath(*p.parts)
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        with zf.open(info) as src, open(target, "wb") as dst:
-                            shutil.copyfileobj(src, dst)
-                        n += 1
+                        total = _claim(archive, info.filename, info.file_size, total)
+                        members.append((info, p))
+                for info, p in members:
+                    target = dest.joinpath(*p.parts)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(info) as src, open(target, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+                    n += 1
         elif tarfile.is_tarfile(archive):
-            # stream mode: one sequential pass over the (gzip) archive, no seeking back
+            # stream mode: one sequential pass over the (gzip) archive, no seeking back; so each
+            # member's size is checked from its header, before its data is read
             with tarfile.open(archive, "r|*") as tf:
                 for m in tf:
                     if not m.isfile():   # directories are implied; links are never followed
                         continue
                     p = _safe_member_path(m.name, archive)
                     if want(p):
+                        total = _claim(archive, m.name, m.size, total)
                         target = dest.joinpath(*p.parts)
                         target.parent.mkdir(parents=True, exist_ok=True)
                         src = tf.extractfile(m)
@@ -516,10 +600,16 @@ def _build(name: str, items: list[_Item], classes: list[tuple[int, str]], captio
     # PIL decodes, resizes and encodes without the GIL, so threads suffice; map keeps the order
     pool = ThreadPoolExecutor(max_workers=workers or _default_workers())
     try:
-        results = list(tqdm(pool.map(_process_image, jobs), total=len(jobs), unit="img",
-                            desc=f"{name}: {'crop, ' if kept[0][0].bbox else ''}resize, write",
-                            disable=not progress, file=sys.stderr))
-    finally:  # on Ctrl-C, do not wait for the queued images
+        # Between its pixel limit (89 MP by default) and twice it, PIL only warns; such an image
+        # is refused by the stricter MAX_IMAGE_PIXELS check anyway, so the warning would only add
+        # a second, differently numbered line. (Set here, not in the threads: the warning filters
+        # are shared and catch_warnings is not thread-safe.)
+        with pywarnings.catch_warnings():
+            pywarnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            results = list(tqdm(pool.map(_process_image, jobs), total=len(jobs), unit="img",
+                                desc=f"{name}: {'crop, ' if kept[0][0].bbox else ''}resize, write",
+                                disable=not progress, file=sys.stderr))
+    finally:  # on Ctrl-C or an error, do not wait for the queued images
         pool.shutdown(wait=True, cancel_futures=True)
     records = []
     for (it, caps), problem in zip(kept, results):
@@ -655,6 +745,36 @@ def prepare_cub(cub: str | os.PathLike, captions: str | os.PathLike, out: str | 
 # ================================================================================== Oxford
 _OXFORD_IMAGE = re.compile(r"image_(\d{5})\.jpg$")
 _OXFORD_CLASS = "class_{:05d}"
+_MAT_NUMBERS = {"double", "single", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
+                "uint64"}   # scipy.io.whosmat's names of MATLAB's numeric classes
+
+
+def _check_mat_inflation(path: Path) -> None:
+    """Refuse a MATLAB v5 file with a compressed variable inflating past MAX_MAT_VARIABLE_BYTES.
+
+    scipy allocates the size a variable declares (up to 4 GB) and inflates into it: a file of a
+    few MB holding a (1, 7) 'labels' could take gigabytes before its shape is found wrong.
+    """
+    with open(path, "rb") as f:
+        header = f.read(128)
+        if len(header) < 128 or header[126:128] not in (b"IM", b"MI"):
+            return   # not a v5 file: scipy reads v4 (never compressed) or refuses it
+        order = "<" if header[126:128] == b"IM" else ">"
+        while len(tag := f.read(8)) == 8:
+            kind, size = struct.unpack(order + "II", tag)
+            if kind != 15:   # not miCOMPRESSED: takes no more memory than its size on disk
+                f.seek(size, os.SEEK_CUR)
+                continue
+            inflater, inflated, left = zlib.decompressobj(), 0, size
+            while left > 0 and not inflater.eof and (chunk := f.read(min(left, 2**16))):
+                left -= len(chunk)
+                inflated += len(inflater.decompress(chunk, MAX_MAT_VARIABLE_BYTES + 1 - inflated))
+                if inflated > MAX_MAT_VARIABLE_BYTES:
+                    raise DatasetPreparationError(
+                        f"{path}: a compressed variable inflates to more than "
+                        f"{MAX_MAT_VARIABLE_BYTES:,} bytes (the real 'labels' is 64 KB); refusing "
+                        f"the file (a decompression bomb?)")
+            f.seek(left, os.SEEK_CUR)
 
 
 def _read_labels(path: str | os.PathLike) -> list[int]:
@@ -662,18 +782,37 @@ def _read_labels(path: str | os.PathLike) -> list[int]:
     if not path.is_file():
         raise DatasetPreparationError(f"--labels {path}: not found (expected imagelabels.mat)")
     import numpy as np
-    from scipy.io import loadmat
+    from scipy.io import loadmat, whosmat
     try:
-        mat = loadmat(str(path))
+        _check_mat_inflation(path)
+        # the variables' shapes come from the headers, so a huge (compressed) array is never loaded
+        variables = {name: (shape, kind) for name, shape, kind in whosmat(str(path))}
+        if "labels" not in variables:
+            raise DatasetPreparationError(f"{path}: no variable 'labels' (found {sorted(variables)}); "
+                                          f"expected imagelabels.mat with labels of shape (1, 8189)")
+        shape, kind = variables["labels"]
+        if kind not in _MAT_NUMBERS:   # a cell or struct could hold anything, of any size
+            raise DatasetPreparationError(f"{path}: 'labels' holds {'text' if kind == 'char' else kind} "
+                                          f"data; expected class numbers 1..{OXFORD_CLASSES}, one per image")
+        n = int(np.prod(shape))
+        if n > MAX_OXFORD_IMAGES:
+            raise DatasetPreparationError(
+                f"{path}: 'labels' holds {n:,} values; at most {MAX_OXFORD_IMAGES:,} expected "
+                f"(one per image_XXXXX.jpg; the full data has {OXFORD_FULL[0]})")
+        labels = np.asarray(loadmat(str(path), variable_names=["labels"])["labels"]).ravel()
+    except DatasetPreparationError:
+        raise
     except Exception as e:  # noqa: BLE001 - scipy raises several types for a non-MAT file
         raise DatasetPreparationError(f"{path}: not a MATLAB .mat file ({e}); expected imagelabels.mat") from None
-    if "labels" not in mat:
-        keys = sorted(k for k in mat if not k.startswith("__"))
-        raise DatasetPreparationError(f"{path}: no variable 'labels' (found {keys}); expected "
-                                      f"imagelabels.mat with labels of shape (1, 8189)")
-    labels = np.asarray(mat["labels"]).ravel()
-    if labels.size == 0 or not np.all(np.equal(np.mod(labels, 1), 0)) or labels.min() < 1:
-        raise DatasetPreparationError(f"{path}: 'labels' must be class numbers 1..102, one per image")
+    if labels.size == 0:
+        raise DatasetPreparationError(f"{path}: 'labels' is empty; expected class numbers "
+                                      f"1..{OXFORD_CLASSES}, one per image")
+    # a label is used as a class count below (range(1, max + 1)): 1e300 must not get there
+    for i, v in enumerate(labels.tolist(), 1):
+        if not (1 <= v <= OXFORD_CLASSES and float(v).is_integer()):   # also false for NaN
+            shown = int(v) if float(v).is_integer() and abs(v) < 1e15 else v
+            raise DatasetPreparationError(f"{path}: label {shown} of image {i} is not a class "
+                                          f"number 1..{OXFORD_CLASSES}")
     return [int(v) for v in labels]
 
 

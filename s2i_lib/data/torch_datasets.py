@@ -16,7 +16,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from ..progress import tqdm
 
-from ..artifacts import atomic_path
+from ..artifacts import atomic_path, load_array
 from .layout import DatasetIndex, read_dataset
 
 
@@ -34,7 +34,7 @@ def image_cache(index: DatasetIndex, split: str, size: int, cache_dir: Path | No
     path = cache_dir / f"images_{split}_{size}.npy"
     records = index.split(split)
     if path.exists():
-        arr = np.load(path, mmap_mode="r")
+        arr = load_array(path, mmap_mode="r")
         if arr.shape[0] == len(records):
             return arr
     arr = np.empty((len(records), size, size, 3), dtype=np.uint8)
@@ -45,7 +45,7 @@ def image_cache(index: DatasetIndex, split: str, size: int, cache_dir: Path | No
         arr[i] = np.asarray(im)
     with atomic_path(path) as tmp:
         np.save(tmp, arr)
-    return np.load(path, mmap_mode="r")
+    return load_array(path, mmap_mode="r")
 
 
 class ImageCaptionDataset(Dataset):

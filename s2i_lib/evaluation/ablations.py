@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..artifacts import json_once
+from ..artifacts import json_once, load_array
 from ..config import Config
 from ..data.layout import ImageRecord, read_dataset
 from ..device import select_device
@@ -78,7 +78,7 @@ def _train_and_evaluate(name: str, change: dict, folder: Path, cfg: Config, inpu
     v_cfg = dataclasses.replace(cfg, gan=dataclasses.replace(cfg.gan, **change))
     speech_encoder = load_speech_encoder(inputs["sen"], device)
     train_embeddings = None
-    test_emb = np.load(Path(inputs["sen"]) / "embeddings" / "speech_test.npy")
+    test_emb = load_array(Path(inputs["sen"]) / "embeddings" / "speech_test.npy")
     if name == "w/o SEN":
         speech_encoder = untrained_speech_encoder(cfg, speech_encoder.n_mels).to(device)
         store = FeatureStore(inputs["speech"], "train")
@@ -93,7 +93,7 @@ def _train_and_evaluate(name: str, change: dict, folder: Path, cfg: Config, inpu
     if name == "text-conditioned":
         q = text_queries(test, cfg.speech.captions_per_image)
         groups = {"written captions": QueryGroup(
-            np.load(Path(inputs["sen"]) / "embeddings" / "text_test.npy"), q.image_pos, q.caption_index, q.voices)}
+            load_array(Path(inputs["sen"]) / "embeddings" / "text_test.npy"), q.image_pos, q.caption_index, q.voices)}
         v_cfg = dataclasses.replace(v_cfg, eval=dataclasses.replace(cfg.eval, colour_swaps=0))
     else:
         groups = test_queries(inputs["speech"], test_emb, test)

@@ -39,7 +39,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..artifacts import atomic_path, saved_state_for
+from ..artifacts import atomic_path, load_checkpoint, saved_state_for
 from ..data.build import TOY_DATASETS, toy_module
 from ..data.toy_common import ToyClass
 from ..data.torch_datasets import load_size_for
@@ -510,11 +510,7 @@ def load_attribute_judge(path: str | os.PathLike) -> AttributeJudge:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: train the judge with train_attribute_judge(...)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path} is not a readable attribute judge ({e.__class__.__name__}: {e}); "
-                         f"delete it to retrain") from e
+    state = load_checkpoint(path)
     if not isinstance(state, dict) or state.get("request", {}).get("format") != FORMAT:
         raise ValueError(f"{path} is not an attribute judge of format {FORMAT}; delete it to retrain")
     return _judge_from_state(state, path)

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..artifacts import atomic_path, atomic_write_json, read_json
+from ..artifacts import atomic_path, atomic_write_json, load_array, read_json
 from ..progress import tqdm
 from ..sen.backbones import FrozenBackbone, _images_fingerprint, load_backbone
 
@@ -111,7 +111,7 @@ def cached_features(images: np.ndarray, path: str | os.PathLike, backbone: Froze
     if path.exists() and meta_path.exists():
         try:
             if read_json(meta_path) == meta:
-                return np.load(path)
+                return load_array(path)
         except ValueError:
             pass   # a damaged .json: recompute
     feats = inception_features(images, backbone, batch_size, progress)

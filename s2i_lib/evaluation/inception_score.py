@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..artifacts import atomic_path, saved_state_for
+from ..artifacts import atomic_path, load_checkpoint, saved_state_for
 from ..sen.backbones import (FrozenBackbone, _images_fingerprint, augmented_views, cache_backbone_features,
                              load_backbone, view_params)
 
@@ -142,8 +142,9 @@ def load_is_classifier(path: str | os.PathLike) -> ISClassifier:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: train the IS classifier with train_is_classifier(...)")
+    state = load_checkpoint(path)
     try:
-        return _classifier_from_state(torch.load(path, map_location="cpu", weights_only=True))
+        return _classifier_from_state(state)
     except Exception as e:
         raise ValueError(f"{path} is not an IS classifier of this library version "
                          f"({e.__class__.__name__}: {e}); delete it to retrain") from e

@@ -1,6 +1,7 @@
 """The evaluation's table (in the style of the paper's Table 1) and charts, for the step and notebook 04."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -9,7 +10,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from ..artifacts import atomic_path, atomic_write_json, read_json
+from ..artifacts import BadFileError, atomic_path, atomic_write_json, load_array, read_json
 
 # column -> (key in a result, higher is better)
 COLUMNS = {
@@ -165,8 +166,7 @@ def fid_examples(real_test: np.ndarray, real_train: np.ndarray, n: int = 200, se
 
 
 def load_generated(eval_dir: str | Path, group: str = "training voices") -> dict:
-    with np.load(Path(eval_dir) / f"generated_{_slug(group)}.npz") as f:
-        return {k: f[k] for k in f.files}
+    return load_array(Path(eval_dir) / f"generated_{_slug(group)}.npz")
 
 
 def _slug(name: str) -> str:
@@ -227,8 +227,12 @@ def plot_colour_swaps(eval_dir: str | Path, group: str = "training voices", n: i
     """Pairs of the colour experiment: the caption as said, and with one colour word changed
     (same voice, same noise); green title = the judge confirms the swap."""
     path = Path(eval_dir) / f"colour_swap_{_slug(group)}.npz"
-    with np.load(path, allow_pickle=True) as f:   # our own file: the swap records are objects
-        swaps, original, swapped, success = f["swaps"], f["original"], f["swapped"], f["success"]
+    f = load_array(path)
+    if "swaps_json" not in f:
+        raise BadFileError(f"{path} has no swap records (swaps_json): it was written by an older "
+                           f"version; delete the eval folder to rebuild it")
+    swaps = json.loads(str(f["swaps_json"]))
+    original, swapped, success = f["original"], f["swapped"], f["success"]
     n = min(n, len(swaps))
     fig, axes = plt.subplots(2, n, figsize=(2.1 * n, 4.8), squeeze=False)
     for col in range(n):
@@ -268,7 +272,7 @@ def _drawn_captions(cfg, runs_dir: str | Path | None, n: int) -> dict[str, tuple
     captions = {}
     for split in ("train", "test"):
         records = index.split(split)
-        group = test_queries(dirs["speech"], np.load(Path(dirs["sen"]) / "embeddings" / f"speech_{split}.npy"),
+        group = test_queries(dirs["speech"], load_array(Path(dirs["sen"]) / "embeddings" / f"speech_{split}.npy"),
                              records, split)[GROUPS[0]]
         pick = rng.choice(len(group.embeddings), min(n, len(group.embeddings)), replace=False)
         captions[split] = (group, group.mentions(records), pick)

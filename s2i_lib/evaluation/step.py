@@ -18,6 +18,7 @@ evaluates the ablated models (``ablations.py``) and puts them in the same table.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..artifacts import atomic_path, atomic_write_json, json_once
+from ..artifacts import atomic_path, atomic_write_json, json_once, load_array
 from ..config import Config
 from ..data.build import TOY_DATASETS, toy_module
 from ..data.captions import swap_colour
@@ -262,7 +263,8 @@ def evaluate_model(s2i: SpeechToImage, groups: dict[str, QueryGroup], judges: Ju
         if swap_colours:
             voices = cfg.speech.voices if name == GROUPS[0] else cfg.speech.heldout_voices
             figures["colour swap"], arrays = run_colour_swaps(s2i, judges.attribute_judge, swaps, swap_voice(voices), cfg.seed)
-            _save(out_dir / f"colour_swap_{_slug(name)}.npz", swaps=np.array(swaps, dtype=object), **arrays)
+            # the swap records as JSON text: an object array would need unpickling to read back
+            _save(out_dir / f"colour_swap_{_slug(name)}.npz", swaps_json=np.array(json.dumps(swaps)), **arrays)
         _save(out_dir / f"generated_{_slug(name)}.npz", images=images[one], query=one,
               image_pos=queries.image_pos[one], caption_index=queries.caption_index[one])
         figures["time_s"] = round(time.perf_counter() - t0, 1)
@@ -285,7 +287,7 @@ def evaluate_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
     test = index.split("test")
     size = cfg.gan.stage_sizes[-1]
     real = image_cache(index, "test", size)
-    emb = np.load(Path(inputs["sen"]) / "embeddings" / "speech_test.npy")
+    emb = load_array(Path(inputs["sen"]) / "embeddings" / "speech_test.npy")
     groups = test_queries(inputs["speech"], emb, test)
     judges = Judges(cfg, inputs, real, test, device)
 

@@ -4,7 +4,7 @@ The speech embedding is mapped to a Gaussian ``N(mu, diag(exp(logvar)))`` and th
 conditioned on a sample ``c`` of it, so that a few thousand embeddings cover a smooth region of
 condition space; a KL term keeps the Gaussian near ``N(0, I)``. The discriminators see ``mu``.
 
-Deviation (``gan.rescale_embedding``, on by default): the SEN's embeddings are unit vectors, so each
+Extension (``gan.rescale_embedding``: on in the CPU profiles, off in the paper profiles): the SEN's embeddings are unit vectors, so each
 of their D elements is ~1/sqrt(D) (0.03 for 1024-d), while the CA's noise is ~1 per element. Early in
 training ``mu`` is then a whisper under the noise and the KL term keeps it there: on the default
 profile, after 1000 iterations |mu| was ~0.8 against a noise of ~11 (norms over 128 dimensions), and

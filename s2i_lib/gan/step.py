@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..artifacts import atomic_path
+from ..artifacts import atomic_path, load_array, load_checkpoint
 from ..config import Config
 from ..data.layout import ImageRecord, read_dataset
 from ..data.torch_datasets import ImageCaptionDataset
@@ -72,11 +72,11 @@ def caption_embeddings(cfg: Config, inputs: dict[str, Path], records: list[Image
                                     f"baseline (sen.text_baseline: true)")
         n_cap = cfg.speech.captions_per_image
         keys = [r.key for r in records for _ in range(min(n_cap, len(r.captions)))]
-        return group_by_image(np.load(path), keys, records)
+        return group_by_image(load_array(path), keys, records)
     store = FeatureStore(inputs["speech"], split)
     wanted = {r.key for r in records}
     rows = [i for i, k in enumerate(store.keys) if k in wanted]   # the SEN export's row order
-    emb = np.load(emb_dir / f"speech_{split}.npy")
+    emb = load_array(emb_dir / f"speech_{split}.npy")
     seen = ~store.heldout[rows]
     keys = [store.keys[r] for r in rows]
     return group_by_image(emb[seen], [k for k, s in zip(keys, seen) if s], records)
@@ -89,7 +89,7 @@ class SenImageFeatures(nn.Module):
 
     def __init__(self, sen_dir: Path, cfg: Config):
         super().__init__()
-        state = torch.load(Path(sen_dir) / "image_encoder.pt", map_location="cpu", weights_only=True)
+        state = load_checkpoint(Path(sen_dir) / "image_encoder.pt")
         self.backbone = load_configured_backbone(cfg.sen)
         encoder = ImageEncoder(state["feat_dim"], state["embed_dim"])
         encoder.load_state_dict(state["state_dict"])

@@ -24,7 +24,7 @@ Differences from the original, on purpose:
   batch without gradient; the fake once, with its graph kept for the G update). The original ran
   Inception 10 times per iteration: four times in ``train_MDnet`` and, in ``train_Gnet``, on the
   fake and the real image at every stage although only the last stage's features are used.
-  With ``GanTrainingSet(rs_features=...)`` (the pipeline's default, ``gan.rs_cached_views``) the
+  With ``GanTrainingSet(rs_features=...)`` (``gan.rs_cached_views``: on in the CPU profiles, off in the paper profiles) the
   real, similar and wrong features come from the SEN step's cached views instead, and only the
   fake goes through the extractor.
 * Discriminators output logits and the losses use ``binary_cross_entropy_with_logits`` (the
@@ -70,8 +70,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ..progress import tqdm
 
-from ..artifacts import atomic_path, atomic_write_json
+from ..artifacts import BadFileError, atomic_path, atomic_write_json, load_checkpoint, require_finite
 from ..device import amp_enabled
+from ..rng import rng_state, set_rng_state
 from .conditioning import kl_loss
 from .discriminator import discriminators_from_config
 from .generator import Generator
@@ -389,28 +390,6 @@ def contrastive_loss(scores: torch.Tensor) -> torch.Tensor:
     return 0.5 * (F.cross_entropy(scores, target) + F.cross_entropy(scores.T, target))
 
 
-def _rng_state() -> dict:
-    np_state = np.random.get_state(legacy=False)
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": {"bit_generator": np_state["bit_generator"],
-                      "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-                      "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
-                      "gauss": float(np_state["gauss"])},
-            "python": random.getstate()}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    n = state["numpy"]
-    np.random.set_state({"bit_generator": n["bit_generator"],
-                         "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
-                         "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
-    random.setstate(state["python"])
-
-
 def _unwrap(m: nn.Module) -> nn.Module:
     return m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m
 
@@ -668,7 +647,7 @@ class GanTrainer:
                            "discriminators": [o.state_dict() for o in self.opt_d],
                            "relation_supervisor": self.opt_rs.state_dict() if self.opt_rs else None},
             "sampler": self.sampler.state_dict() if self.sampler is not None else None,
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "history": self.history, "window": {"sums": dict(self._window), "n": self._window_n},
         }
         self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
@@ -682,7 +661,7 @@ class GanTrainer:
         return self.latest_path
 
     def load_checkpoint(self, path: str | Path, n_images: int) -> None:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_checkpoint(path)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path}: checkpoint format {state.get('format')} is not {CHECKPOINT_FORMAT}")
         mine, theirs = self._meta(n_images), state["meta"]
@@ -704,7 +683,7 @@ class GanTrainer:
             o.load_state_dict(s)
         if self.sampler is not None and state["sampler"] is not None:
             self.sampler.load_state_dict(state["sampler"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         self.iteration = int(state["iteration"])
         self.history = list(state["history"])
         self._window = dict(state["window"]["sums"])
@@ -819,16 +798,25 @@ class GanTrainer:
 # ------------------------------------------------------------------------------------- loading
 def load_generator(path: str | Path, device: torch.device | str = "cpu", ema: bool = True) -> Generator:
     """A generator (eval mode) from ``checkpoints/latest.pt`` (the EMA weights unless ``ema`` is
-    false) or from a ``generator_ema_<it>.pt`` snapshot."""
+    false) or from a ``generator_ema_<it>.pt`` snapshot. A damaged file (truncated, foreign, NaN
+    weights) is a BadFileError naming it."""
     from ..config import GanConfig
 
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    meta = state["meta"]
-    known = {f.name for f in dataclasses.fields(GanConfig)}
-    cfg = GanConfig(**{k: v for k, v in meta["gan"].items() if k in known})
-    g = Generator.from_config(cfg, meta["embed_dim"])
-    weights = state["state_dict"] if "state_dict" in state else state["generator_ema" if ema else "generator"]
-    g.load_state_dict(weights)
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path} is missing")
+    state = load_checkpoint(path)
+    try:
+        meta = state["meta"]
+        known = {f.name for f in dataclasses.fields(GanConfig)}
+        cfg = GanConfig(**{k: v for k, v in meta["gan"].items() if k in known})
+        g = Generator.from_config(cfg, meta["embed_dim"])
+        weights = (state["state_dict"] if "state_dict" in state
+                   else state["generator_ema" if ema else "generator"])
+        g.load_state_dict(weights)
+    except Exception as e:   # a foreign file fails here (KeyError, TypeError, RuntimeError...)
+        raise BadFileError(f"{path} is damaged or not a generator ({type(e).__name__} while "
+                           f"loading it)") from None
+    require_finite(g, path)
     return g.to(device).eval()
 
 

@@ -48,7 +48,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from ..progress import tqdm
 
-from ..artifacts import atomic_path, atomic_write_json, read_json, stable_hash
+from ..artifacts import atomic_path, atomic_write_json, load_array, load_checkpoint, read_json, stable_hash
 
 BACKBONES = ("tf_inception", "inception_v3_torchvision", "efficientnet_lite0")
 
@@ -192,7 +192,7 @@ def _load_torchvision_inception(weights_path: str | os.PathLike | None) -> Froze
     # transform_input=False: the original feeds [-1, 1] images to the Google weights as they are;
     # torchvision turns it on when it loads these weights itself (a double normalisation, ref 3.2)
     net = inception_v3(weights=None, aux_logits=True, transform_input=False, init_weights=False)
-    state = torch.load(found, map_location="cpu", weights_only=True)
+    state = load_checkpoint(found)
     try:
         net.load_state_dict(state)
     except RuntimeError as e:
@@ -223,7 +223,7 @@ def load_efficientnet_lite0_classifier() -> nn.Module:
 
     net = EfficientNet.from_name("efficientnet-lite0")
     # strict load; EfficientNet.from_pretrained would try to download
-    net.load_state_dict(torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True))
+    net.load_state_dict(load_checkpoint(efficientnet_lite0_weights_path()))
     return net.eval()
 
 
@@ -325,7 +325,7 @@ def cache_backbone_features(backbone_name: str, images_uint8: np.ndarray, n_view
     if out_path.exists() and meta_path.exists():
         try:
             if read_json(meta_path) == meta:
-                return np.load(out_path, mmap_mode="r")
+                return load_array(out_path, mmap_mode="r")
         except ValueError:
             pass
     params = view_params(n, n_views, seed, images_uint8.shape[1])
@@ -367,13 +367,13 @@ def cache_backbone_features(backbone_name: str, images_uint8: np.ndarray, n_view
     with atomic_path(out_path) as tmp:
         arr = out(tmp, mode="w+", dtype=dtype, shape=(n, n_views, spec.feat_dim))
         for c0 in starts:
-            part = np.load(parts / f"chunk_{c0:08d}.npy")
+            part = load_array(parts / f"chunk_{c0:08d}.npy")
             arr[c0:c0 + part.shape[0]] = part
         arr.flush()
         del arr
     atomic_write_json(meta_path, meta)
     shutil.rmtree(parts, ignore_errors=True)
-    return np.load(out_path, mmap_mode="r")
+    return load_array(out_path, mmap_mode="r")
 
 
 @torch.inference_mode()

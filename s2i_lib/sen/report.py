@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from ..artifacts import read_json
+from ..artifacts import load_array, read_json
 from ..data.layout import read_dataset
 from ..speech.features import FeatureStore
 from ..speech.synthesis import read_jsonl
@@ -51,8 +51,8 @@ class TestEmbeddings:
         self.index = read_dataset(data_dir)
         self.records = self.index.split("test")
         self.store = FeatureStore(speech_dir, "test")
-        self.speech = np.load(Path(sen_dir) / "embeddings" / "speech_test.npy")
-        self.images = np.load(Path(sen_dir) / "embeddings" / "image_test.npy")
+        self.speech = load_array(Path(sen_dir) / "embeddings" / "speech_test.npy")
+        self.images = load_array(Path(sen_dir) / "embeddings" / "image_test.npy")
         position = {r.key: i for i, r in enumerate(self.records)}
         self.image_of_query = np.array([position[k] for k in self.store.keys])
         self.class_of_image = np.array([r.class_id for r in self.records])
@@ -192,8 +192,8 @@ def probe_table(cfg, data_dir: str | Path, sen_dir: str | Path) -> pd.DataFrame:
     table = pd.DataFrame({
         f"frozen {cfg.sen.backbone} features": attribute_probe(
             backbone_features(index, "train", cfg)[:, 0], train, backbone_features(index, "test", cfg)[:, 0], test),
-        "SEN image embeddings": attribute_probe(np.load(emb / "image_train.npy"), train,
-                                                np.load(emb / "image_test.npy"), test),
+        "SEN image embeddings": attribute_probe(load_array(emb / "image_train.npy"), train,
+                                                load_array(emb / "image_test.npy"), test),
     })
     table["chance (most frequent value)"] = [
         pd.Series([str(r.attributes[a]) for r in test]).value_counts(normalize=True).iloc[0] for a in table.index]

@@ -23,11 +23,12 @@ import torch
 import torch.nn as nn
 from ..progress import tqdm
 
-from ..artifacts import atomic_path, atomic_write_json
+from ..artifacts import atomic_path, atomic_write_json, load_checkpoint
 from ..config import Config, SenConfig
 from ..data.layout import DatasetIndex, ImageRecord, read_dataset
 from ..data.torch_datasets import image_cache
 from ..device import select_device
+from ..rng import rng_state, set_rng_state
 from ..speech.features import FeatureStore, pad_collate
 from .backbones import backbone_spec, cache_backbone_features, load_backbone
 from .image_encoder import ImageEncoder
@@ -180,16 +181,6 @@ def retrieval_figures(sp: np.ndarray, queries: Queries, img: np.ndarray, records
 
 
 # ---------------------------------------------------------------------------------- training
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-
-
 def train_sen_model(model: SenModel, train_q: Queries, train_feats: np.ndarray, train_labels: np.ndarray,
                     train_class: np.ndarray, val_q: Queries, val_feats: np.ndarray,
                     val_records: list[ImageRecord], cfg: SenConfig, out_dir: Path, tag: str,
@@ -207,11 +198,11 @@ def train_sen_model(model: SenModel, train_q: Queries, train_feats: np.ndarray, 
     start_epoch, best = 0, {"score": -math.inf, "epoch": -1}
     torch.manual_seed(seed), np.random.seed(seed), random.seed(seed)
     if ckpt_path.exists():  # resume where an interrupted run stopped
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+        state = load_checkpoint(ckpt_path, map_location=device)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         print(f"[sen/{tag}] resuming at epoch {start_epoch + 1}/{cfg.epochs}")
 
     queries_of_image = [[] for _ in range(len(train_feats))]
@@ -281,8 +272,8 @@ def train_sen_model(model: SenModel, train_q: Queries, train_feats: np.ndarray, 
                     torch.save(model.state_dict(), tmp)
         with atomic_path(ckpt_path) as tmp:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "epoch": epoch, "best": best, "history": history, "rng": _rng_state()}, tmp)
-    model.load_state_dict(torch.load(best_path, map_location=device))
+                        "epoch": epoch, "best": best, "history": history, "rng": rng_state()}, tmp)
+    model.load_state_dict(load_checkpoint(best_path, map_location=device))
     history["best_epoch"], history["best_val_class_mAP"] = best["epoch"], best["score"]
     return history
 

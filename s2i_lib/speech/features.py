@@ -32,11 +32,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..artifacts import atomic_path, atomic_write_json, read_json, stable_hash
+from ..artifacts import atomic_path, atomic_write_json, load_array, read_json, stable_hash
+from ..device import cpu_count
 
 FEATURES_DIR = "features"
 LOG_FLOOR = 1e-6    # log(mel + 1e-6), as the original
 CMVN_EPS = 1e-16    # (x - mean) / (std + 1e-16), as the original
+MAX_SAMPLE_PEAK = 16.0   # read_audio refuses float samples beyond this (24 dB above full scale)
 
 
 class AudioError(ValueError):
@@ -122,21 +124,27 @@ def read_audio(path: str | os.PathLike, sample_rate: int = 22050, max_seconds: f
                silence_rms: float = 1e-4) -> torch.Tensor:
     """A WAV/FLAC/OGG/MP3 file as float32 mono at ``sample_rate``, shape (N,).
 
-    Stereo is averaged, other rates are resampled. A file that is missing, empty, not audio,
-    corrupt, silent (RMS below ``silence_rms``) or longer than ``max_seconds`` is an AudioError
+    Stereo is averaged, other rates are resampled. A file that is missing, unreadable, empty, not
+    audio, corrupt, with samples far outside [-1, 1] (above ``MAX_SAMPLE_PEAK``), silent (RMS below
+    ``silence_rms``) or longer than ``max_seconds`` is an AudioError
     naming the file and the problem; the length is checked before the samples are read, so an
     hours-long recording is refused without loading it.
     """
     import soundfile as sf
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"audio file {path} does not exist")
-    if path.is_dir():
-        raise AudioError(f"{path} is a folder, not an audio file")
-    if path.stat().st_size == 0:
-        raise AudioError(f"audio file {path} is empty (0 bytes)")
     from .synthesis import wav_truncation
-    truncated = wav_truncation(path)
+    path = Path(path)
+    try:
+        if not path.exists():
+            raise FileNotFoundError(f"audio file {path} does not exist")
+        if path.is_dir():
+            raise AudioError(f"{path} is a folder, not an audio file")
+        if path.stat().st_size == 0:
+            raise AudioError(f"audio file {path} is empty (0 bytes)")
+        truncated = wav_truncation(path)   # the first read of the file: where the OS may refuse it
+    except FileNotFoundError:
+        raise
+    except OSError as e:   # PermissionError (not readable, or a folder above it), EIO, ...
+        raise AudioError(f"audio file {path} cannot be read: {e.strerror or e}") from e
     if truncated:
         raise AudioError(f"audio file {path} is corrupt: {truncated}")
     try:
@@ -160,6 +168,13 @@ def read_audio(path: str | os.PathLike, sample_rate: int = 22050, max_seconds: f
         raise AudioError(f"audio file {path} contains no samples (corrupt or truncated)")
     if not np.all(np.isfinite(audio)):
         raise AudioError(f"audio file {path} contains NaN or infinite samples (corrupt)")
+    # Integer formats decode into [-1, 1]; float formats store any value. A little above 1 is a
+    # clipped-then-normalised recording, but samples near 3e38 overflow the power spectrum into
+    # NaN features (an all-black image, silently): refuse what no recording level explains.
+    peak = float(np.max(np.abs(audio)))
+    if peak > MAX_SAMPLE_PEAK:
+        raise AudioError(f"audio file {path} has samples up to {peak:.3g}, far outside [-1, 1] "
+                         f"(a float WAV written without scaling?); the limit is {MAX_SAMPLE_PEAK:g}")
     mono = audio.mean(axis=1, dtype=np.float32) if audio.shape[1] > 1 else audio[:, 0]
     if silence_rms > 0:
         rms = float(np.sqrt(np.mean(np.square(mono, dtype=np.float64))))
@@ -188,7 +203,7 @@ def _compute_and_store(settings: dict, tasks: list) -> tuple[int, int]:
     frames = 0
     for wav, target, starts, expected in tasks:
         if target not in maps:
-            maps[target] = np.load(target, mmap_mode="r+")
+            maps[target] = load_array(target, mmap_mode="r+")
         try:
             wave = read_audio(wav, settings["sample_rate"], settings["max_audio_seconds"],
                               silence_rms=0.0)
@@ -232,7 +247,7 @@ def build_feature_store(step_dir: str | Path, manifest: Sequence[dict], speech_c
                 "win_ms": speech_cfg.win_ms, "hop_ms": speech_cfg.hop_ms,
                 "max_audio_seconds": speech_cfg.max_audio_seconds}
     n_fft, hop = frame_params(speech_cfg.sample_rate, speech_cfg.win_ms, speech_cfg.hop_ms)
-    workers = int(workers or speech_cfg.workers)
+    workers = min(int(workers or speech_cfg.workers), cpu_count())   # more processes than cores only thrash
 
     by_split: dict[str, list[dict]] = defaultdict(list)
     for r in manifest:
@@ -360,7 +375,7 @@ class FeatureStore(torch.utils.data.Dataset):
         self.caption_index = np.asarray(index["caption_index"], dtype=np.int64)
         self.heldout = np.asarray(index["heldout"], dtype=bool)
         self.n_mels = int(index["n_mels"])
-        self.offsets = np.load(self.dir / f"{split}.offsets.npy")
+        self.offsets = load_array(self.dir / f"{split}.offsets.npy")
         self.lengths = np.diff(self.offsets)
         if len(self.offsets) != len(self.ids) + 1 or int(self.offsets[-1]) != int(index["frames"]):
             raise ValueError(f"{self.dir}: the offsets of split {split!r} do not match its index; "
@@ -371,7 +386,7 @@ class FeatureStore(torch.utils.data.Dataset):
     @property
     def data(self) -> np.ndarray:
         if self._data is None:
-            self._data = np.load(self.dir / f"{self.split}.npy", mmap_mode="r")
+            self._data = load_array(self.dir / f"{self.split}.npy", mmap_mode="r")
             if self._data.shape != (int(self.offsets[-1]), self.n_mels):
                 raise ValueError(f"{self.dir / (self.split + '.npy')} has shape {self._data.shape}, "
                                  f"expected {(int(self.offsets[-1]), self.n_mels)}")

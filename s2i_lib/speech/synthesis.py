@@ -51,6 +51,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..artifacts import atomic_path, stable_hash
+from ..device import cpu_count
 from . import tts
 
 MANIFEST_FILE = "manifest.jsonl"
@@ -363,7 +364,7 @@ def synthesize_plan(plan: Sequence[Utterance], out_dir: str | Path, speech_cfg: 
 
     out_dir = Path(out_dir)
     checks = AudioChecks.from_config(speech_cfg)
-    workers = int(workers or speech_cfg.workers)
+    workers = min(int(workers or speech_cfg.workers), cpu_count())   # more processes than cores only thrash
     _clean_temporaries(out_dir / WAV_DIR)
 
     jobs: dict[str, tuple[str, str, str, dict]] = {}
