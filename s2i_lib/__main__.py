@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from .artifacts import BadFileError
     from .device import select_device
     try:
-        select_device(cfg.device)
+        select_device(cfg.device, cfg.precision)
         steps = STEPS if args.command == "all" else (args.command,)
         for step in steps:
             pipeline.ensure(step, cfg, args.runs_dir, force=args.force)

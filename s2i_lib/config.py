@@ -262,8 +262,6 @@ class GanConfig:
     ema_decay: float = 0.999
     checkpoint_every: int = 2000
     sample_every: int = 2000
-    amp: bool = False                        # bf16 autocast, GPU only
-    channels_last: bool = False              # GPU only
 
     def validate(self, p: str) -> None:
         s = self.stage_sizes
@@ -318,6 +316,10 @@ class Config:
     profile: str = "default"
     seed: int = 0
     device: str = "auto"                     # auto | cpu | cuda | cuda:N
+    # bf16 autocast + channels_last where the hardware has bf16 units (auto: measured per part,
+    # s2i_lib/device.py); like the device, not part of a step's hash: it changes speed, and the
+    # last digits of the numbers
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     speech: SpeechConfig = field(default_factory=SpeechConfig)
     sen: SenConfig = field(default_factory=SenConfig)

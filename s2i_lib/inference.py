@@ -22,6 +22,7 @@ import torch
 
 from .artifacts import BadFileError, load_checkpoint, require_finite
 from .config import Config, SenConfig
+from .device import precision
 from .gan.step import GENERATOR_FILE
 from .gan.trainer import load_generator
 from .sen.speech_encoder import MIN_FRAMES, SpeechEncoder
@@ -105,7 +106,7 @@ class SpeechToImage:
         if build:
             pipeline.ensure("gan", cfg, runs_dir)
         return cls.from_dirs(cfg, pipeline.step_dir("sen", cfg, runs_dir), pipeline.step_dir("gan", cfg, runs_dir),
-                             device or select_device(cfg.device))
+                             device or select_device(cfg.device, cfg.precision))
 
     # --- speech in
     def speak(self, text: str, voice: str, seed: int = 0) -> np.ndarray:
@@ -139,7 +140,8 @@ class SpeechToImage:
         x = torch.zeros(len(features), int(lengths.max()), features[0].shape[1])
         for i, f in enumerate(features):
             x[i, :len(f)] = torch.as_tensor(f)
-        return self.speech_encoder(x.to(self.device), lengths).cpu()
+        with precision().autocast("sen", torch.device(self.device).type):
+            return self.speech_encoder(x.to(self.device), lengths).float().cpu()
 
     # --- images out
     @torch.no_grad()
@@ -153,8 +155,9 @@ class SpeechToImage:
         b = emb.shape[0]
         z, eps = noise(n, self.generator.z_dim, self.generator.ca.cond_dim, seed)
         z, eps = z.repeat(b, 1), eps.repeat(b, 1)   # image j of every caption: the same noise
-        images, _, _ = self.generator(z.to(self.device), emb.repeat_interleave(n, 0).to(self.device),
-                                      eps.to(self.device))
+        with precision().autocast("generation", torch.device(self.device).type):
+            images, _, _ = self.generator(z.to(self.device), emb.repeat_interleave(n, 0).to(self.device),
+                                          eps.to(self.device))
         out = [to_uint8(im).reshape(b, n, im.shape[-2], im.shape[-1], 3) for im in images]
         return out if all_stages else out[-1]
 
@@ -173,7 +176,9 @@ class SpeechToImage:
         for start in tqdm(range(0, len(emb), batch_size),
                           desc=progress if isinstance(progress, str) else "generating", disable=not progress):
             sl = slice(start, start + batch_size)
-            images, _, _ = self.generator(z[sl].to(self.device), emb[sl].to(self.device), eps[sl].to(self.device))
+            with precision().autocast("generation", torch.device(self.device).type):
+                images, _, _ = self.generator(z[sl].to(self.device), emb[sl].to(self.device),
+                                              eps[sl].to(self.device))
             out[sl] = to_uint8(images[-1])
         return out
 

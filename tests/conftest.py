@@ -3,6 +3,18 @@ import pytest
 import torch
 
 
+@pytest.fixture(autouse=True)
+def fp32_unless_a_step_chooses():
+    """Every test starts in the library's default precision (fp32); a pipeline step a test runs
+    sets the profile's (``select_device``), and it is undone afterwards, so that no test's numbers
+    depend on which tests ran before it."""
+    from s2i_lib import device
+    before = device.precision()
+    device._precision = device.Precision()
+    yield
+    device._precision = before
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models run on one thread: with two, every small op (a GRU time step) waits at an

@@ -15,7 +15,6 @@ import pytest
 import soundfile as sf
 import torch
 
-from s2i_lib.__main__ import main
 
 SR = 22050
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0

@@ -60,7 +60,7 @@ def utterance_embeddings(encoder: SpeechEncoder, speech_dir: Path, split: str,
 
 
 def run_ablations(cfg: Config, inputs: dict[str, Path], out_dir: Path, judges, test: list[ImageRecord]) -> dict:
-    device = select_device(cfg.device)
+    device = select_device(cfg.device, cfg.precision)
     train = read_dataset(inputs["data"]).split("train")
     results = {}
     for name, change in VARIANTS.items():

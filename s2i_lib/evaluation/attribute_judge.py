@@ -40,6 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..artifacts import atomic_path, load_checkpoint, saved_state_for
+from ..device import precision
 from ..data.build import TOY_DATASETS, toy_module
 from ..data.toy_common import ToyClass
 from ..data.torch_datasets import load_size_for
@@ -258,7 +259,8 @@ class AttributeJudge:
         out: list[dict[str, str]] = []
         for i in range(0, len(images), batch_size):
             batch = images[i:i + batch_size]
-            logits, _ = self.net(_to_input(batch))
+            with precision().autocast("attribute_judge"):
+                logits, _ = self.net(_to_input(batch))
             best = {a: l.argmax(1).tolist() for a, l in logits.items()}
             out += [{a: self.net.attributes[a][best[a][j]] for a in best} for j in range(len(batch))]
         return out
@@ -397,7 +399,8 @@ def _request(dataset: str, image_size: int, seed: int, n_images: int, epochs: in
              width: int, batch_size: int, lr: float, seg_weight: float) -> dict:
     return {"format": FORMAT, "dataset": dataset, "image_size": int(image_size), "seed": int(seed),
             "n_images": int(n_images), "epochs": int(epochs), "n_heldout": int(n_heldout), "width": int(width),
-            "batch_size": int(batch_size), "lr": float(lr), "seg_weight": float(seg_weight)}
+            "batch_size": int(batch_size), "lr": float(lr), "seg_weight": float(seg_weight),
+            "bf16": precision().uses_bf16("attribute_judge")}
 
 
 def train_attribute_judge(dataset: str, image_size: int, seed: int, out_path: str | os.PathLike,
@@ -464,13 +467,15 @@ def train_attribute_judge(dataset: str, image_size: int, seed: int, out_path: st
         for s in range(steps_per_epoch):
             idx = order[s * batch_size:(s + 1) * batch_size]
             x, y = _augmented_batch(idx, images_t, labels_t, big_i, big_l, rng)
-            e4, f, seg = net.encode(x)
-            loss = seg_weight * F.cross_entropy(seg, y)
-            # the heads on the predicted parts, and on the true part masks (teacher forcing)
-            predicted = net.classify(x, e4, f, seg.softmax(1))
-            truth = net.classify(x, e4, f, F.one_hot(y, len(parts) + 1).permute(0, 3, 1, 2).float())
+            with precision().autocast("attribute_judge"):
+                e4, f, seg = net.encode(x)
+                # the heads on the predicted parts, and on the true part masks (teacher forcing)
+                predicted = net.classify(x, e4, f, seg.float().softmax(1))
+                truth = net.classify(x, e4, f, F.one_hot(y, len(parts) + 1).permute(0, 3, 1, 2).float())
+            loss = seg_weight * F.cross_entropy(seg.float(), y)
             for a in attributes:
-                loss = loss + F.cross_entropy(predicted[a], targets[a][idx]) + F.cross_entropy(truth[a], targets[a][idx])
+                loss = (loss + F.cross_entropy(predicted[a].float(), targets[a][idx])
+                        + F.cross_entropy(truth[a].float(), targets[a][idx]))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

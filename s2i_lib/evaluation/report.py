@@ -363,7 +363,7 @@ def drawn_by_snapshot(cfg, gan_dir: str | Path, runs_dir: str | Path | None = No
     if not snapshots:
         raise FileNotFoundError(f"no checkpoints/generator_ema_*.pt in {gan_dir}: train the GAN first")
     judge, captions = _judged_captions(cfg, runs_dir, n)
-    device = select_device(cfg.device)
+    device = select_device(cfg.device, cfg.precision)
     speech_encoder = load_speech_encoder(pipeline.step_dir("sen", cfg, runs_dir), device)
     attributes = toy_module(cfg.data.dataset).ATTRIBUTES if oracle else None
     rows = []

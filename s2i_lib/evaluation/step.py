@@ -282,7 +282,7 @@ def _save(path: Path, **arrays) -> None:
 def evaluate_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
     """Work function of the ``eval`` step (see ``s2i_lib.pipeline``)."""
     from .report import write_table
-    device = select_device(cfg.device)
+    device = select_device(cfg.device, cfg.precision)
     index = read_dataset(inputs["data"])
     test = index.split("test")
     size = cfg.gan.stage_sizes[-1]

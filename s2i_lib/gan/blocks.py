@@ -36,7 +36,7 @@ class Conv2d(nn.Conv2d):
         if oh * ow > GEMM_CONV_MAX_POSITIONS:
             return super().forward(x)
         cols = F.unfold(x, (kh, kw), dilation=(dh, dw), padding=(ph, pw), stride=(sh, sw))  # B, C*k*k, L
-        out = self.weight.view(self.out_channels, -1) @ cols
+        out = self.weight.reshape(self.out_channels, -1) @ cols   # reshape: the weight may be channels_last
         if self.bias is not None:
             out = out + self.bias.view(1, -1, 1)
         return out.view(x.shape[0], self.out_channels, oh, ow)

