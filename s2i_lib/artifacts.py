@@ -297,7 +297,7 @@ def file_manifest(step_dir: Path) -> dict[str, int | list[int]]:
         subfolders.sort()
         names = sorted(n for n in names if not _TEMP_FILE.match(n))
         sizes = [(Path(folder) / n).stat().st_size for n in names]
-        if len(names) > MANIFEST_FILES_PER_FOLDER:
+        if len(names) > MANIFEST_FILES_PER_FOLDER and rel != Path("."):   # the root: one by one
             manifest[f"{rel.as_posix()}/"] = [len(names), sum(sizes)]
         else:
             manifest.update({(rel / n).as_posix(): size for n, size in zip(names, sizes)})
@@ -307,13 +307,19 @@ def file_manifest(step_dir: Path) -> dict[str, int | list[int]]:
 def damaged_file(step_dir: Path, manifest: dict | None) -> str | None:
     """The first recorded output of ``step_dir`` that is missing or has changed size, as a
     reason; None if all are as recorded (or nothing was recorded: a run of an older version)."""
-    if not isinstance(manifest, dict):
+    if manifest is None:
         return None
-    for rel, recorded in manifest.items():
+    for rel, recorded in (manifest.items() if isinstance(manifest, dict) else [(None, None)]):
+        folder = isinstance(rel, str) and rel.endswith("/")
+        if (not isinstance(rel, str) or Path(rel).is_absolute() or ".." in Path(rel).parts
+                or not (isinstance(recorded, list) and len(recorded) == 2 and all(isinstance(v, int) for v in recorded)
+                        if folder else isinstance(recorded, int))):
+            return f"{step_dir / METRICS_FILE} has a malformed record of the step's files ({rel!r}: {recorded!r})"
         path = step_dir / rel
         if rel.endswith("/"):
-            names = [n for n in (os.listdir(path) if path.is_dir() else []) if not _TEMP_FILE.match(n)]
-            now = [len(names), sum((path / n).stat().st_size for n in names if (path / n).is_file())]
+            files = [path / n for n in (os.listdir(path) if path.is_dir() else []) if not _TEMP_FILE.match(n)]
+            files = [f for f in files if f.is_file()]   # subfolders are recorded on their own
+            now = [len(files), sum(f.stat().st_size for f in files)]
             if now != recorded:
                 return (f"{path} changed since the step finished ({now[0]} files, {now[1]} bytes; "
                         f"recorded {recorded[0]} files, {recorded[1]} bytes)")

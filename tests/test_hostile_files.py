@@ -204,11 +204,13 @@ def test_a_deleted_output_and_a_changed_folder_are_found(tmp_path):
     (d / "wav").mkdir(parents=True)
     for i in range(100):   # more files than are recorded one by one
         (d / "wav" / f"{i}.wav").write_bytes(b"x" * i)
+    (d / "wav" / "voice_a").mkdir()   # a subfolder of a many-file folder: recorded on its own
+    (d / "wav" / "voice_a" / "x.wav").write_bytes(b"xyz")
     (d / "model.pt").write_bytes(b"m" * 10)
     (d / "cache").mkdir()
     (d / "cache" / "later.npy").write_bytes(b"c")   # another step's cache: not recorded
     manifest = file_manifest(d)
-    assert manifest == {"model.pt": 10, "wav/": [100, sum(range(100))]}
+    assert manifest == {"model.pt": 10, "wav/": [100, sum(range(100))], "wav/voice_a/x.wav": 3}
     assert damaged_file(d, manifest) is None
     (d / "cache" / "later.npy").write_bytes(b"changed")
     assert damaged_file(d, manifest) is None
@@ -217,6 +219,13 @@ def test_a_deleted_output_and_a_changed_folder_are_found(tmp_path):
     (d / "wav" / "5.wav").write_bytes(b"x" * 5)
     (d / "model.pt").unlink()
     assert damaged_file(d, manifest) == f"{d / 'model.pt'} is missing (the step finished with it)"
+    # a hand-edited (hostile) record: damage, not a traceback, and nothing outside the step is read
+    for bad in ({"x/": 5}, {"../../etc/passwd": 3}, {"/etc/passwd": 3}, {"model.pt": "10"}, ["model.pt"]):
+        assert "malformed record of the step's files" in damaged_file(d, bad), bad
+    # a step folder with many files at its root lists them one by one (metrics.json is not among them)
+    for i in range(70):
+        (d / f"root_{i}.txt").write_text("r")
+    assert "root_69.txt" in file_manifest(d) and "./" not in file_manifest(d)
 
 
 def test_a_corrupt_metrics_json_is_one_line_and_the_step_resumes(smoke_gan, runs_copy, capsys):

@@ -33,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..artifacts import atomic_path, load_checkpoint, saved_state_for
+from ..device import precision
 from ..sen.backbones import (FrozenBackbone, _images_fingerprint, augmented_views, cache_backbone_features,
                              load_backbone, view_params)
 
@@ -188,7 +189,7 @@ def train_is_classifier(images_uint8: np.ndarray, class_ids: Sequence[int], seed
                "seed": int(seed), "n_views": int(n_views), "train_fraction": float(train_fraction),
                "input_size": int(input_size), "steps": int(steps), "lr": float(lr),
                "weight_decay": float(weight_decay), "label_smoothing": float(label_smoothing),
-               "backbone": CLASSIFIER_BACKBONE}
+               "backbone": CLASSIFIER_BACKBONE, "bf16": precision().uses_bf16("backbone")}
     out_path = Path(out_path)
     saved = saved_state_for(out_path, request)
     if saved is not None:

@@ -25,7 +25,7 @@ from ..artifacts import atomic_path, load_array, load_checkpoint
 from ..config import Config
 from ..data.layout import ImageRecord, read_dataset
 from ..data.torch_datasets import ImageCaptionDataset
-from ..device import select_device
+from ..device import precision, select_device
 from ..sen.image_encoder import ImageEncoder
 from ..sen.training import backbone_features, load_configured_backbone
 from ..speech.features import FeatureStore
@@ -96,7 +96,10 @@ class SenImageFeatures(nn.Module):
         self.projection = encoder.projection
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.projection(self.backbone(images).float()), dim=1)
+        # the projection in the backbone's precision, as of_backbone_features computes the cached
+        # views' (fp32 unless the backbone runs in bf16), not in the GAN's autocast around this call
+        with precision().autocast("backbone", images.device.type):
+            return F.normalize(self.projection(self.backbone(images).float()).float(), dim=1)
 
     @torch.no_grad()
     def of_backbone_features(self, features: np.ndarray, chunk: int = 4096) -> torch.Tensor:

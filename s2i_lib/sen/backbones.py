@@ -458,7 +458,8 @@ def cache_backbone_features(backbone_name: str, images_uint8: np.ndarray, n_view
     out_path = Path(out_path)
     meta = {"backbone": backbone_name, "n_images": n, "n_views": n_views, "seed": seed,
             "feat_dim": spec.feat_dim, "dtype": dtype, "image_shape": list(images_uint8.shape[1:]),
-            "images": _images_fingerprint(images_uint8), "format": 1}
+            "images": _images_fingerprint(images_uint8), "format": 1,
+            "bf16": precision().uses_bf16(backbone.part if backbone is not None else "backbone")}
     meta_path = out_path.with_suffix(".json")
     if out_path.exists() and meta_path.exists():
         try:

@@ -200,7 +200,7 @@ def train_sen_model(model: SenModel, train_q: Queries, train_feats: np.ndarray, 
     start_epoch, best = 0, {"score": -math.inf, "epoch": -1}
     torch.manual_seed(seed), np.random.seed(seed), random.seed(seed)
     if ckpt_path.exists():  # resume where an interrupted run stopped
-        state = load_checkpoint(ckpt_path, map_location=device)
+        state = load_checkpoint(ckpt_path)   # on the CPU: the RNG states must stay there
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
