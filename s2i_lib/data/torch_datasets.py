@@ -16,7 +16,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from ..progress import tqdm
 
-from ..artifacts import atomic_path, load_array
+from ..artifacts import BadFileError, atomic_path, load_array
 from .layout import DatasetIndex, read_dataset
 
 
@@ -34,8 +34,11 @@ def image_cache(index: DatasetIndex, split: str, size: int, cache_dir: Path | No
     path = cache_dir / f"images_{split}_{size}.npy"
     records = index.split(split)
     if path.exists():
-        arr = load_array(path, mmap_mode="r")
-        if arr.shape[0] == len(records):
+        try:
+            arr = load_array(path, mmap_mode="r")
+        except BadFileError:   # a damaged cache is rebuilt over, like any cache
+            arr = None
+        if arr is not None and arr.shape == (len(records), size, size, 3) and arr.dtype == np.uint8:
             return arr
     arr = np.empty((len(records), size, size, 3), dtype=np.uint8)
     for i, r in enumerate(tqdm(records, desc=f"caching {split} images at {size} px", leave=False)):
