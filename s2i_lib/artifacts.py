@@ -331,16 +331,13 @@ def damaged_file(step_dir: Path, manifest: dict | None) -> str | None:
     return None
 
 
-def remove_temp_files(step_dir: Path) -> int:
-    """Delete what writes killed half-way left behind (atomic_path's temporary files); returns how
-    many. Only called while the step's lock is held, so no live write is touched."""
-    removed = 0
+def remove_temp_files(step_dir: Path) -> None:
+    """Delete what writes killed half-way left behind (atomic_path's temporary files). Only called
+    while the step's lock is held, so no live write is touched."""
     for folder, _, names in os.walk(step_dir):
         for n in names:
             if _TEMP_FILE.match(n):
                 (Path(folder) / n).unlink(missing_ok=True)
-                removed += 1
-    return removed
 
 
 @contextmanager

@@ -104,11 +104,6 @@ class Precision:
         """channels_last with bf16: oneDNN's fast bf16 convolutions and pooling want it."""
         return torch.channels_last if self.uses_bf16(part) else torch.contiguous_format
 
-    def describe(self) -> str:
-        on = [p for p in PARTS if self.uses_bf16(p)]
-        return (f"precision {self.setting}: bf16 for {', '.join(on)}; fp32 for the rest" if on
-                else f"precision {self.setting}: fp32 everywhere")
-
 
 _precision = Precision()
 

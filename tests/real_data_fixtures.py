@@ -166,3 +166,10 @@ def make_oxford(parent: Path, labels: list[int] = OXFORD_LABELS) -> tuple[Path, 
     mat = Path(parent) / "imagelabels.mat"
     savemat(mat, {"labels": np.array([labels], dtype=np.uint8)})
     return jpg, mat
+
+
+def oxford_downloads(parent: Path) -> tuple[Path, Path, Path]:
+    """The three Oxford-102 downloads (images folder, imagelabels.mat, Reed captions) in ``parent``."""
+    parent.mkdir(parents=True, exist_ok=True)
+    jpg, mat = make_oxford(parent)
+    return jpg, mat, make_reed(parent, OXFORD_KEYS, OXFORD_TRAIN_CLASSES, OXFORD_TEST_CLASSES, name="cvpr2016_flowers")

@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from real_data_fixtures import (CUB_KEYS, CUB_TEST_CLASSES, CUB_TRAIN_CLASSES, OXFORD_KEYS,
-                                OXFORD_LABELS, OXFORD_TEST_CLASSES, OXFORD_TRAIN_CLASSES,
-                                make_attngan_birds, make_cub, make_oxford, make_reed, make_tgz,
-                                make_zip)
+import real_data_fixtures
+from real_data_fixtures import (CUB_KEYS, CUB_TEST_CLASSES, CUB_TRAIN_CLASSES, OXFORD_LABELS,
+                                make_attngan_birds, make_cub, make_reed, make_tgz, make_zip)
 from s2i_lib.data import real_datasets
 from s2i_lib.data.real_datasets import (DatasetPreparationError, load_plain_pickle, prepare_cub,
                                         prepare_oxford)
@@ -71,11 +70,7 @@ def cub_downloads(tmp_path):
 
 @pytest.fixture
 def oxford_downloads(tmp_path):
-    d = tmp_path / "oxford_downloads"
-    d.mkdir()
-    jpg, mat = make_oxford(d)
-    reed = make_reed(d, OXFORD_KEYS, OXFORD_TRAIN_CLASSES, OXFORD_TEST_CLASSES, name="cvpr2016_flowers")
-    return jpg, mat, reed
+    return real_data_fixtures.oxford_downloads(tmp_path / "oxford_downloads")
 
 
 def _nothing_written(parent: Path, out: Path) -> None:

@@ -100,18 +100,23 @@ def test_a_folder_where_an_image_goes(generate, capsys, tmp_path):
     assert listing(out) == before
 
 
+def refuse_to_write(monkeypatch, name: str, error: OSError) -> None:
+    """The OS refuses to put file ``name`` in place (as a full disk or a permission change would)."""
+    real_replace = os.replace
+
+    def refuse(src, dst, *a, **k):
+        if Path(dst).name == name:
+            raise error
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", refuse)
+
+
 def test_write_failure_leaves_nothing_behind(generate, capsys, tmp_path, monkeypatch):
     """The OS refuses the last file (as a full disk or a permission change would): the files
     already written by this run and the folder it created are removed, no temporary is left."""
     out = tmp_path / "new" / "out"
-    real_replace = os.replace
-
-    def refuse(src, dst, *a, **k):
-        if Path(dst).name == "images_x4.png":
-            raise PermissionError(13, "Permission denied", str(dst))
-        return real_replace(src, dst, *a, **k)
-
-    monkeypatch.setattr(os, "replace", refuse)
+    refuse_to_write(monkeypatch, "images_x4.png", PermissionError(13, "Permission denied", str(out / "images_x4.png")))
     code, _, err = generate("--text", "a bird with a red crown", "--out", out, capsys=capsys)
     monkeypatch.undo()
     line = assert_one_line(code, err, "--out", out / "images_x4.png")
@@ -123,14 +128,7 @@ def test_write_failure_keeps_the_files_that_were_there(generate, capsys, tmp_pat
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    real_replace = os.replace
-
-    def refuse(src, dst, *a, **k):
-        if Path(dst).name == "image_0.png":
-            raise OSError(28, "No space left on device", str(dst))
-        return real_replace(src, dst, *a, **k)
-
-    monkeypatch.setattr(os, "replace", refuse)
+    refuse_to_write(monkeypatch, "image_0.png", OSError(28, "No space left on device", str(out / "image_0.png")))
     code, _, err = generate("--text", "a bird with a red crown", "--out", out, capsys=capsys)
     monkeypatch.undo()
     assert_one_line(code, err, out / "image_0.png", "No space left on device")

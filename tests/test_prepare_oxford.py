@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from real_data_fixtures import (OXFORD_KEYS, OXFORD_LABELS, OXFORD_TEST_CLASSES, OXFORD_TRAIN_CLASSES,
-                                captions_for, make_oxford, make_reed, make_tgz)
+from real_data_fixtures import (OXFORD_KEYS, OXFORD_LABELS, captions_for, make_reed, make_tgz,
+                                oxford_downloads)
 from s2i_lib.data import real_datasets
 from s2i_lib.data.layout import read_dataset
 from s2i_lib.data.real_datasets import DatasetPreparationError, prepare_oxford
@@ -23,11 +23,7 @@ QUIET = dict(progress=False, log=lambda msg: None, workers=2)
 
 @pytest.fixture
 def downloads(tmp_path):
-    d = tmp_path / "downloads"
-    d.mkdir()
-    jpg, mat = make_oxford(d)
-    reed = make_reed(d, OXFORD_KEYS, OXFORD_TRAIN_CLASSES, OXFORD_TEST_CLASSES, name="cvpr2016_flowers")
-    return jpg, mat, reed
+    return oxford_downloads(tmp_path / "downloads")
 
 
 def _leftovers(parent: Path) -> list[str]:

@@ -23,7 +23,7 @@ COLUMNS = {
     "colour swap": ("colour swap", True),
 }
 
-# The paper's Table 1 ([PAGE] in ../shared/reference/s2igan_reference.md, section 12.1): CUB-200 and
+# The paper's Table 1 (Wang et al., Interspeech 2020, arXiv 2005.06968): CUB-200 and
 # Oxford-102 at 256 px. NOT comparable with ToyBirds at 64 px: other images, other judges.
 PAPER_TABLE_1 = pd.DataFrame(
     [["S2IGAN w/o Dense", 8.66, 17.58, 4.19, 13.13, 64.37, 3.68],
