@@ -6,6 +6,7 @@
     python benchmarks/bench_gan_quality.py --iterations 2000 --snapshots 5 --name long
     python benchmarks/bench_gan_quality.py --iterations 4000 --snapshots 10 --name long  # extends it
     python benchmarks/bench_gan_quality.py --oracle --iterations 2000 --snapshots 5     # one-hot condition
+    python benchmarks/bench_gan_quality.py --gan-seed 1 --name default_seed1           # another GAN seed
 
 Trains the ``gan`` step of a profile (with ``--set`` overrides) for ``--iterations`` into
 ``outputs/experiments/<name>/`` (resumed if it is there already), with an EMA snapshot every
@@ -18,6 +19,9 @@ precursor of this script chose ``gan.d_projection``). A run extended with more `
 continues from its last checkpoint, and every snapshot is judged again (on the same captions).
 Writes ``outputs/experiments/<name>/quality.json``.
 
+``--gan-seed`` trains the GAN with another seed (its initialisation, noise and batch order) on the
+same data, speech and SEN steps, judged on the same captions: the run-to-run spread of a result.
+
 ``--oracle`` conditions the generator on what each written caption mentions, as one-hot vectors
 (``evaluation.report.mention_onehots``), instead of the speech embeddings, and judges it on the
 same: the best condition a caption can give. If the oracle draws no better, the speech embedding
@@ -27,6 +31,7 @@ attributes on test captions after 2000 iterations, 28.7 min, against 0.415; READ
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -50,9 +55,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=500, help="captions judged per split")
     parser.add_argument("--runs-dir", default=None, help="where the profile's data/speech/sen steps are")
     parser.add_argument("--out-dir", default=str(REPO / "outputs" / "experiments"))
+    parser.add_argument("--gan-seed", type=int, default=None,
+                        help="train the GAN with this seed (default: the profile's); the upstream steps keep theirs")
     args = parser.parse_args()
     if args.iterations < 1 or args.snapshots < 1:
         parser.error("--iterations and --snapshots must be at least 1")
+    if args.gan_seed is not None and not 0 <= args.gan_seed < 2**32:
+        parser.error(f"--gan-seed {args.gan_seed}: must be in 0..2**32-1")
 
     from s2i_lib import pipeline
     from s2i_lib.artifacts import atomic_write_json
@@ -79,8 +88,9 @@ def main() -> None:
         attributes = toy_module(cfg.data.dataset).ATTRIBUTES
         embeddings = np.stack([mention_onehots(list(r.mentions), attributes)
                                for r in read_dataset(inputs["data"]).split("train")])
+    gan_cfg = cfg if args.gan_seed is None else dataclasses.replace(cfg, seed=args.gan_seed)
     t0 = time.perf_counter()
-    figures = train_gan_step(cfg, out, inputs, embeddings=embeddings)
+    figures = train_gan_step(gan_cfg, out, inputs, embeddings=embeddings)
     train_s = time.perf_counter() - t0
     table = drawn_by_snapshot(cfg, out, args.runs_dir, n=args.n, oracle=args.oracle)
     print(f"\n{args.profile}, {'oracle, ' if args.oracle else ''}{' '.join(args.overrides) or 'no overrides'}: "
@@ -88,7 +98,7 @@ def main() -> None:
           f"in {train_s / 60:.1f} min ({figures['iterations_per_s']} it/s this run)")
     print(table.to_string())
     atomic_write_json(out / "quality.json", {
-        "profile": args.profile, "overrides": args.overrides, "oracle": args.oracle, "iterations": args.iterations,
+        "profile": args.profile, "overrides": args.overrides, "gan_seed": gan_cfg.seed, "oracle": args.oracle, "iterations": args.iterations,
         "train_wall_s": round(train_s, 1), "iterations_per_s": figures["iterations_per_s"], "n_captions": args.n,
         "drawn": [{"iteration": int(i), "captions": c, **row} for (i, c), row in table.iterrows()]})
     print(f"wrote {out / 'quality.json'}")

@@ -150,7 +150,7 @@ def bench_sen(reps: int) -> dict:
                            lr=1e-4)
 
     def step():
-        with precision().autocast("sen"):
+        with precision().autocast("sen_training"):
             sp, im = speech(feats, lengths).float(), image(image_feats).float()
         loss = matching_loss(im, sp, labels, gamma=10.0) + distinctive_loss(clf, im, sp, labels)
         opt.zero_grad(set_to_none=True)
@@ -163,7 +163,7 @@ def bench_sen(reps: int) -> dict:
     speech.eval()
 
     def extract():
-        with torch.no_grad(), precision().autocast("sen"):
+        with torch.no_grad(), precision().autocast("sen_embedding"):
             return speech(feats, lengths).float().numpy()
 
     row["extraction"] = compare("sen (extraction)", extract, reps, rel_l2)

@@ -23,10 +23,10 @@ warm-up and the same repetitions, so a load change on a shared machine hits them
     - ``ours_fp32``: our SpeechEncoder, image features read from a cached (N, views, 2048) float16
       array, ``set_precision("fp32")``;
     - ``ours_bf16``: the same under ``set_precision("bf16")``, both encoders' forward inside
-      ``precision().autocast("sen")`` as ``s2i_lib.sen.training`` runs them; the losses in fp32.
+      ``precision().autocast("sen_training")`` as ``s2i_lib.sen.training`` runs them; the losses in fp32.
     Target: at batch 32, as_original / the faster of ours >= 8.
 (c) speech-embedding extraction, utterances/s (eval mode, batches of 3 s utterances), fp32 against
-    bf16 (``autocast("sen")``, as ``embed_queries`` runs it).
+    bf16 (``autocast("sen_embedding")``, as ``embed_queries`` runs it).
 
 Beside (b), as context only: the original code's own times, measured on another machine (an AMD
 EPYC without AVX-512); no ratio is computed from them. Prints a table and writes
@@ -85,10 +85,6 @@ MODE_PRECISION = {"as_original": "fp32", "ours_fp32": "fp32", "ours_bf16": "bf16
 # batch): one round of the three modes takes about this many batch-32 rounds (a rough projection,
 # from the packed GRU's 1.3 s -> 34 s and the Inception's 4x between batch 32 and 128).
 BATCH128_ROUND_VS_BATCH32 = 12
-
-
-
-
 
 
 def own_cpu_seconds() -> float:
@@ -181,7 +177,7 @@ class OriginalGruSpeechEncoder(SpeechEncoder):
 class SenIteration:
     """Models and optimiser at the paper's sizes; ``step(...)`` runs one training iteration the way
     ``s2i_lib.sen.training.train_sen_model`` does: the encoders' forward under
-    ``precision().autocast("sen")`` (a no-op in fp32), the losses in fp32."""
+    ``precision().autocast("sen_training")`` (a no-op in fp32), the losses in fp32."""
 
     def __init__(self, speech: nn.Module, backbone=None):
         torch.manual_seed(0)
@@ -195,7 +191,7 @@ class SenIteration:
         self.image.train()
 
     def step(self, feats, lengths, image_input, labels) -> float:
-        with precision().autocast("sen"):
+        with precision().autocast("sen_training"):
             sp = self.speech(feats, lengths).float()
             im = self.image(image_input).float()
         loss = matching_loss(im, sp, labels, gamma=10.0) + distinctive_loss(self.classifier, im, sp, labels)
@@ -289,7 +285,7 @@ def bench_extraction(quick: bool) -> dict:
                     set_precision(setting, CPU)
                     t0 = time.perf_counter()
                     for _ in range(n_batches):
-                        with precision().autocast("sen"):
+                        with precision().autocast("sen_embedding"):
                             enc(feats, lengths).float()
                     if r >= 1:
                         rates[setting].append(batch * n_batches / (time.perf_counter() - t0))

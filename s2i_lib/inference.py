@@ -140,7 +140,7 @@ class SpeechToImage:
         x = torch.zeros(len(features), int(lengths.max()), features[0].shape[1])
         for i, f in enumerate(features):
             x[i, :len(f)] = torch.as_tensor(f)
-        with precision().autocast("sen", torch.device(self.device).type):
+        with precision().autocast("sen_embedding", torch.device(self.device).type):
             return self.speech_encoder(x.to(self.device), lengths).float().cpu()
 
     # --- images out

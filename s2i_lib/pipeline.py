@@ -17,7 +17,8 @@ from .config import STEPS, Config
 # step -> "module:function"; the function is work(cfg, out_dir, inputs) -> figures, where
 # inputs maps every earlier step to its folder. Imported lazily so that `--help` stays instant.
 STEP_FUNCTIONS: dict[str, str] = {
-    "data": "s2i_lib.data.build:build_data_step",
+    # the dataset, then the evaluation's instruments of it (they depend on the dataset alone)
+    "data": "s2i_lib.evaluation.step:data_step",
     "speech": "s2i_lib.speech.pipeline:build_speech_step",
     "sen": "s2i_lib.sen.training:train_sen_step",
     "gan": "s2i_lib.gan:train_gan_step",

@@ -3,9 +3,6 @@ import json
 import subprocess
 import sys
 
-import pytest
-
-
 TINY = ["--set", "data.n_train_classes=2", "--set", "data.n_test_classes=1",
         "--set", "data.images_per_class=2", "--set", "data.workers=1"]
 
@@ -38,6 +35,7 @@ def test_data_step_builds_skips_and_rebuilds(tmp_path):
     metrics = json.loads((tmp_path / "smoke" / "data" / "metrics.json").read_text())
     assert metrics["figures"]["counts"]["train"] == {"images": 4, "classes": 2}
     assert metrics["figures"]["counts"]["test"] == {"images": 2, "classes": 1}
+    assert metrics["figures"]["instruments"]["time_s"] > 0   # the evaluation's instruments, built
     again = cli("data", "--profile", "smoke", *TINY, runs_dir=tmp_path)
     assert again.returncode == 0 and "up to date" in again.stdout
     assert json.loads((tmp_path / "smoke" / "data" / "metrics.json").read_text())["run_id"] == metrics["run_id"]
@@ -46,6 +44,10 @@ def test_data_step_builds_skips_and_rebuilds(tmp_path):
     changed = cli("data", "--profile", "smoke", *TINY[:-4], "--set", "data.images_per_class=1",
                   "--set", "data.workers=1", runs_dir=tmp_path)
     assert changed.returncode == 0 and "config changed" in changed.stdout
+    # one image per class is a dataset, but too small to train the IS classifier on: said, not fatal
+    instruments = json.loads((tmp_path / "smoke" / "data" / "metrics.json").read_text())["figures"]["instruments"]
+    assert "IS classifier needs at least one training and one held-out image" in instruments["not_built"]
+    assert "instruments were not built" in changed.stdout
     status = cli("status", "--profile", "smoke", *TINY[:-4], "--set", "data.images_per_class=1",
                  "--set", "data.workers=1", runs_dir=tmp_path)
     assert "data    done" in status.stdout and "speech  missing" in status.stdout

@@ -1,5 +1,6 @@
 """The evaluation step's own logic: query groups, the colour-swap draw, the results table."""
 import dataclasses
+import importlib
 import math
 from types import SimpleNamespace
 
@@ -314,3 +315,39 @@ def test_ablations_train_each_variant_with_its_change_on_the_same_judges(smoke_g
     random_emb = utterance_embeddings(untrained, runs / "smoke" / "speech", "test", test, torch.device("cpu"))
     trained_emb = np.load(sen_dir / "embeddings" / "speech_test.npy")
     assert random_emb.shape == trained_emb.shape and not np.allclose(random_emb, trained_emb, atol=1e-3)
+
+
+def _not_again(what):
+    def fail(*args, **kwargs):
+        raise AssertionError(f"{what} was computed again")
+    return fail
+
+
+def test_the_data_step_builds_the_instruments_and_the_eval_step_only_loads_them(smoke_gan, one_thread,
+                                                                                monkeypatch):
+    from s2i_lib import pipeline
+    from s2i_lib.artifacts import read_json
+    from s2i_lib.evaluation import attribute_judge, fid, step
+    inception_score = importlib.import_module("s2i_lib.evaluation.inception_score")  # the package re-exports
+                                                                                      # a function of that name
+    cfg, size = smoke_gan.cfg, smoke_gan.cfg.gan.stage_sizes[-1]
+    data_dir = pipeline.step_dir("data", cfg, smoke_gan.runs_dir)
+    figures = read_json(data_dir / "metrics.json")["figures"]["instruments"]
+    assert figures["size"] == size and figures["time_s"] > 0
+    assert 0 <= figures["is_classifier_heldout_accuracy"] <= 1
+    assert 0 <= figures["attribute_judge_lowest_heldout_accuracy"] <= 1
+    cache = data_dir / "cache"
+    for name in (f"inception_test_{size}.npy", f"is_classifier_{size}_seed{cfg.seed}.pt",
+                 f"attribute_judge_{size}_seed{cfg.seed}.pt"):
+        assert (cache / name).is_file(), name
+    # what the eval step asks for is loaded, not computed or trained again
+    monkeypatch.setattr(fid, "inception_features", _not_again("the real test images' Inception features"))
+    monkeypatch.setattr(inception_score, "cache_backbone_features", _not_again("the IS classifier"))
+    monkeypatch.setattr(attribute_judge, "render_attribute_set", _not_again("the attribute judge"))
+    built = step.instruments(cfg, data_dir, size)
+    assert built.real.shape[1:] == (size, size, 3) and len(built.real_features) == len(built.real)
+    assert built.attribute_judge is not None
+    assert round(built.is_classifier.report["heldout_accuracy"], 4) == figures["is_classifier_heldout_accuracy"]
+    # another size (a GAN whose last stage is not the data's) builds its own, in the eval step
+    with pytest.raises(AssertionError, match="computed again"):
+        step.instruments(cfg, data_dir, size // 2)

@@ -120,6 +120,55 @@ def test_glu_resblock_and_kl():
     assert torch.allclose(kl_loss(mu, lv), -0.5 * (1 + lv - mu ** 2 - lv.exp()).mean())
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_gemm_convolution_equals_nn_conv2d_forward_and_backward(memory_format):
+    from s2i_lib.gan import blocks
+    torch.manual_seed(0)
+    # 8x8 -> 4x4 with a 1024 * 16 reduction: the im2col + one matrix product path
+    ours = blocks.Conv2d(1024, 64, 4, 2, 1, bias=True).to(memory_format=memory_format)
+    reference = nn.Conv2d(1024, 64, 4, 2, 1, bias=True)
+    reference.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 1024, 8, 8).contiguous(memory_format=memory_format)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, ref = ours(xa), reference(xb)
+    assert out.shape == ref.shape == (3, 64, 4, 4)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    g = torch.randn_like(ref)
+    out.backward(g)
+    ref.backward(g)
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.weight.grad, reference.weight.grad.contiguous(memory_format=memory_format),
+                               rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(ours.bias.grad, reference.bias.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_batch_norm_gets_its_gradient_in_its_inputs_memory_format():
+    from s2i_lib.gan import blocks
+    seen = []
+
+    class Probe(torch.autograd.Function):   # hands a standard-layout gradient back, as an upsampling does
+        @staticmethod
+        def forward(ctx, y):
+            return y.clone()
+
+        @staticmethod
+        def backward(ctx, g):
+            return g.contiguous()
+
+    bn, reference = blocks.BatchNorm2d(4), nn.BatchNorm2d(4)
+    x = torch.randn(2, 4, 6, 6).contiguous(memory_format=torch.channels_last)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya = bn(xa)
+    ya.register_hook(lambda g: seen.append(g.is_contiguous(memory_format=torch.channels_last)))
+    Probe.apply(ya).pow(2).sum().backward()
+    Probe.apply(reference(xb)).pow(2).sum().backward()
+    assert seen == [True]   # BatchNorm2d's own hook, registered first, ran first and made it channels_last
+    torch.testing.assert_close(xa.grad, xb.grad)
+    # standard-layout inputs are left alone: no hook, nothing copied
+    y = bn(torch.randn(2, 4, 6, 6, requires_grad=True))
+    assert y.grad_fn is not None and not y._backward_hooks
+
+
 def test_conditioning_augmentation():
     ca = ConditioningAugmentation(12, 4)
     assert ca.fc.out_features == 16 and ca.fc.bias is not None

@@ -184,6 +184,30 @@ def test_gan_resume_refuses_a_planted_checkpoint(smoke_gan, runs_copy, tmp_path,
     assert_refused(lambda: ensure("gan", smoke_gan.cfg, runs_copy, log=lambda m: None), ckpt, marker)
 
 
+def _foreign_checkpoints(latest: Path) -> dict:
+    """Readable checkpoints that are not this run's: (what was changed, the state written)."""
+    good = torch.load(latest, weights_only=True)
+    wrong_shape = dict(good, generator={k: v[..., :1] if v.ndim else v for k, v in good["generator"].items()})
+    other_settings = dict(good, meta=dict(good["meta"], seed=good["meta"]["seed"] + 1))
+    return {"not a checkpoint": {"weights": torch.zeros(3)}, "keys missing": {"format": good["format"]},
+            "shapes of another model": wrong_shape, "other settings": other_settings}
+
+
+@pytest.mark.parametrize("kind", ["not a checkpoint", "keys missing", "shapes of another model", "other settings"])
+def test_gan_resume_from_a_foreign_checkpoint_is_one_line_and_exit_2(smoke_gan, runs_copy, capsys, kind, one_thread):
+    gan = runs_copy / "smoke" / "gan"
+    latest = gan / "checkpoints" / "latest.pt"
+    (gan / "metrics.json").unlink()   # an interrupted run: it resumes from latest.pt
+    torch.save(_foreign_checkpoints(latest)[kind], latest)
+    args = ["gan", "--profile", "smoke", "--runs-dir", str(runs_copy)]
+    for o in smoke_gan.overrides:
+        args += ["--set", o]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and str(latest) in err and "\n" not in err
+    assert ("other settings (seed)" in err) if kind == "other settings" else ("not a GAN checkpoint" in err)
+
+
 # --------------------------------------------------------------------------- step records and status
 def test_status_finds_a_truncated_checkpoint(smoke_gan, runs_copy, capsys):
     gen = runs_copy / "smoke" / "gan" / "generator.pt"

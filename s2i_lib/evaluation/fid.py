@@ -165,13 +165,15 @@ def kid_from_features(real_features: np.ndarray, fake_features: np.ndarray, subs
                       subset_size: int = 1000, seed: int = 0) -> dict[str, float]:
     """Kernel Inception Distance (torchmetrics; cubic polynomial kernel, unbiased MMD²) over
     ``subsets`` random subsets of ``min(subset_size, n_real, n_fake)`` rows each (the standard
-    1000 would fail on small test sets), drawn from ``seed``.
-    Returns ``kid_mean``, ``kid_std``, ``kid_subset_size``."""
+    1000 would fail on small test sets), drawn from ``seed``; one subset when that is both sets
+    whole (``kid_std`` is then 0). Returns ``kid_mean``, ``kid_std``, ``kid_subset_size``."""
     from torchmetrics.image.kid import KernelInceptionDistance
 
     real, fake = _features_tensor(real_features, "real_features"), _features_tensor(fake_features, "fake_features")
     _check_pair(real, fake)
     size = min(int(subset_size), real.shape[0], fake.shape[0])
+    if size == real.shape[0] == fake.shape[0]:
+        subsets = 1   # every subset would be the whole of both sets: the same MMD² each time
     with warnings.catch_warnings():   # "will save all extracted features": they are given already
         warnings.simplefilter("ignore", UserWarning)
         metric = KernelInceptionDistance(feature=_GivenFeatures(real.shape[1]), subsets=int(subsets),

@@ -145,7 +145,7 @@ def fid_examples(real_test: np.ndarray, real_train: np.ndarray, n: int = 200, se
                  cache_dir: str | Path | None = None) -> pd.DataFrame:
     """What FID numbers look like: real test images against other real images and against
     damaged copies of themselves (same TF Inception features as the evaluation). ``cache_dir``: the
-    dataset's cache folder, where the evaluation keeps the real test images' features (``Judges``);
+    dataset's cache folder, where the data step keeps the real test images' features (``instruments``);
     the reference features are then read from there instead of being computed again."""
     from .fid import cached_features, fid_from_features, inception_features
     from .step import test_features_path

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..artifacts import atomic_path, atomic_write_json, json_once, load_array
+from ..artifacts import BadFileError, atomic_path, atomic_write_json, json_once, load_array
 from ..config import Config
 from ..data.build import TOY_DATASETS, toy_module
 from ..data.captions import swap_colour
@@ -106,27 +106,82 @@ def cached_attribute_judge(cfg: Config, data_dir: str | Path, size: int):
                                  n_images=cfg.eval.judge_images, epochs=cfg.eval.judge_epochs)
 
 
-class Judges:
-    """Everything that scores images, loaded once: Inception features (FID, mAP), the classifier of
-    the test classes (IS), the SEN image encoder (R-precision), the attribute judge. The two
-    trained judges are cached beside the dataset: they depend only on the real images."""
+@dataclass
+class Instruments:
+    """What measures the images of a dataset at one size and depends on nothing but the dataset:
+    the real test images, their TF Inception features (FID, KID, mAP), the classifier of the test
+    classes (IS) and, on a toy dataset, the attribute judge."""
+    real: np.ndarray                 # uint8 (N, S, S, 3), the test split in index order
+    real_features: np.ndarray        # (N, 2048)
+    is_classifier: object
+    attribute_judge: object | None
 
-    def __init__(self, cfg: Config, inputs: dict[str, Path], real: np.ndarray, test: list[ImageRecord],
-                 device: torch.device):
-        from . import fid
-        from .inception_score import train_is_classifier
-        cache = Path(inputs["data"]) / "cache"
-        size = real.shape[1]
+    def report(self) -> dict:
+        return {"is_classifier": self.is_classifier.report,
+                "attribute_judge": self.attribute_judge.report if self.attribute_judge else None}
+
+
+def instruments(cfg: Config, data_dir: str | Path, size: int) -> Instruments:
+    """The dataset's instruments at ``size`` px, each computed or trained once and cached in the
+    dataset's ``cache/`` (keyed by what it was built from), so that every evaluation, ablation and
+    benchmark of the dataset shares them. The data step builds them (``data_step``); the eval
+    step loads them, or builds them when the data step made them for another size or config."""
+    from . import fid
+    from .inception_score import train_is_classifier
+    cache = Path(data_dir) / "cache"
+    index = read_dataset(data_dir)
+    real = image_cache(index, "test", size)
+    classes = np.array([r.class_id for r in index.split("test")])
+    real_features = fid.cached_features(real, test_features_path(cache, size), progress=True)
+    is_classifier = train_is_classifier(real, classes, cfg.seed, cache / f"is_classifier_{size}_seed{cfg.seed}.pt",
+                                        cache / f"is_features_{size}.npy")
+    judge = cached_attribute_judge(cfg, data_dir, size) if cfg.data.dataset in TOY_DATASETS else None
+    return Instruments(real, real_features, is_classifier, judge)
+
+
+def data_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
+    """Work function of the ``data`` step (see ``s2i_lib.pipeline``): the dataset
+    (``data.build.build_data_step``), then its instruments at the size the eval step measures (the
+    GAN's last stage). They are the dataset's, not a model's: built here, the eval step measures the
+    model only, and a new GAN or an ablation is evaluated without them being built again."""
+    from ..data.build import build_data_step
+    figures = build_data_step(cfg, out_dir, inputs)
+    select_device(cfg.device, cfg.precision)   # threads and precision, as in the eval step
+    t0 = time.perf_counter()
+    size = cfg.gan.stage_sizes[-1]
+    try:
+        built = instruments(cfg, out_dir, size)
+    except BadFileError:
+        raise
+    except ValueError as e:   # a dataset too small to measure on (e.g. one image per class): the
+        # dataset is still built; the eval step will stop with the same message if it is asked for
+        print(f"[data] the evaluation's instruments were not built: {e}")
+        figures["instruments"] = {"size": size, "not_built": str(e)}
+        return figures
+    judge = built.attribute_judge.report if built.attribute_judge else None
+    figures["instruments"] = {
+        "size": size, "time_s": round(time.perf_counter() - t0, 1),
+        "is_classifier_heldout_accuracy": round(built.is_classifier.report["heldout_accuracy"], 4),
+        # on held-out rendered images, the attribute it reads worst
+        "attribute_judge_lowest_heldout_accuracy": (
+            None if judge is None else round(min(judge["heldout_rendered"]["per_attribute"].values()), 4))}
+    return figures
+
+
+class Judges:
+    """Everything that scores images, loaded once: the dataset's ``Instruments`` (Inception
+    features for FID and mAP, the IS classifier, the attribute judge) and the SEN image encoder
+    (R-precision), which is the model's."""
+
+    def __init__(self, cfg: Config, inputs: dict[str, Path], test: list[ImageRecord], device: torch.device):
         self.cfg, self.device = cfg, device
+        self.instruments = instruments(cfg, inputs["data"], cfg.gan.stage_sizes[-1])
+        self.real = self.instruments.real
+        self.real_features = self.instruments.real_features
+        self.is_classifier = self.instruments.is_classifier
+        self.attribute_judge = self.instruments.attribute_judge
         self.classes = np.array([r.class_id for r in test])
-        self.real_features = fid.cached_features(real, test_features_path(cache, size), progress=True)
-        self.is_classifier = train_is_classifier(
-            real, self.classes, cfg.seed, cache / f"is_classifier_{size}_seed{cfg.seed}.pt",
-            cache / f"is_features_{size}.npy")
         self.sen_images = SenImageFeatures(inputs["sen"], cfg).to(device).eval()
-        self.attribute_judge = None
-        if cfg.data.dataset in TOY_DATASETS:
-            self.attribute_judge = cached_attribute_judge(cfg, inputs["data"], size)
 
     @torch.no_grad()
     def sen_embeddings(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -136,8 +191,7 @@ class Judges:
         return np.concatenate(out)
 
     def report(self) -> dict:
-        return {"is_classifier": self.is_classifier.report,
-                "attribute_judge": self.attribute_judge.report if self.attribute_judge else None}
+        return self.instruments.report()
 
 
 def map_gallery(image_pos: np.ndarray, caption_index: np.ndarray, query_images: np.ndarray) -> np.ndarray:
@@ -285,11 +339,10 @@ def evaluate_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
     device = select_device(cfg.device, cfg.precision)
     index = read_dataset(inputs["data"])
     test = index.split("test")
-    size = cfg.gan.stage_sizes[-1]
-    real = image_cache(index, "test", size)
     emb = load_array(Path(inputs["sen"]) / "embeddings" / "speech_test.npy")
     groups = test_queries(inputs["speech"], emb, test)
-    judges = Judges(cfg, inputs, real, test, device)
+    judges = Judges(cfg, inputs, test, device)
+    real = judges.real
 
     def full_model() -> dict:
         # the ceiling: the real test images under the same judges

@@ -36,10 +36,34 @@ class Conv2d(nn.Conv2d):
         if oh * ow > GEMM_CONV_MAX_POSITIONS:
             return super().forward(x)
         cols = F.unfold(x, (kh, kw), dilation=(dh, dw), padding=(ph, pw), stride=(sh, sw))  # B, C*k*k, L
-        out = self.weight.reshape(self.out_channels, -1) @ cols   # reshape: the weight may be channels_last
+        b, k, positions = cols.shape
+        # one (O, K) x (K, B*L) product: `weight @ cols` would broadcast the weight over the batch,
+        # and its backward then copies a (B, K, O) tensor (0.5 GB in bf16 at 256 px; docs/precision.md)
+        weight = self.weight.reshape(self.out_channels, k)   # reshape: the weight may be channels_last
+        out = (weight @ cols.transpose(0, 1).reshape(k, b * positions)).view(self.out_channels, b, positions)
+        out = out.transpose(0, 1)
         if self.bias is not None:
             out = out + self.bias.view(1, -1, 1)
-        return out.view(x.shape[0], self.out_channels, oh, ow)
+        return out.reshape(b, self.out_channels, oh, ow)
+
+
+def _as_channels_last(grad: torch.Tensor) -> torch.Tensor:
+    return grad.contiguous(memory_format=torch.channels_last)
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` (same parameters and state dict) whose gradient reaches its backward in
+    its input's memory format. With channels_last inputs (bf16 training) the gradient coming back
+    through a GLU or an upsampling arrives in the standard layout, and the CPU's batch-norm backward
+    then takes a path ~10x slower than with both in channels_last (docs/precision.md); a copy of
+    the gradient costs ~1/10 of that difference."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        if (y.requires_grad and x.dim() == 4 and not x.is_contiguous()
+                and x.is_contiguous(memory_format=torch.channels_last)):
+            y.register_hook(_as_channels_last)
+        return y
 
 
 class GLU(nn.Module):
@@ -59,12 +83,12 @@ def conv3x3(in_ch: int, out_ch: int) -> nn.Conv2d:
 def up_block(in_ch: int, out_ch: int) -> nn.Sequential:
     """Nearest x2 upsampling, conv3x3 (in -> 2 out), BN, GLU: doubles the resolution."""
     return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), conv3x3(in_ch, out_ch * 2),
-                         nn.BatchNorm2d(out_ch * 2), GLU())
+                         BatchNorm2d(out_ch * 2), GLU())
 
 
 def joint_conv(in_ch: int, out_ch: int) -> nn.Sequential:
     """"jointConv" (``Block3x3_relu``, although the gate is a GLU): conv3x3 (in -> 2 out), BN, GLU."""
-    return nn.Sequential(conv3x3(in_ch, out_ch * 2), nn.BatchNorm2d(out_ch * 2), GLU())
+    return nn.Sequential(conv3x3(in_ch, out_ch * 2), BatchNorm2d(out_ch * 2), GLU())
 
 
 class ResBlock(nn.Module):
@@ -72,8 +96,8 @@ class ResBlock(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.block = nn.Sequential(conv3x3(channels, channels * 2), nn.BatchNorm2d(channels * 2), GLU(),
-                                   conv3x3(channels, channels), nn.BatchNorm2d(channels))
+        self.block = nn.Sequential(conv3x3(channels, channels * 2), BatchNorm2d(channels * 2), GLU(),
+                                   conv3x3(channels, channels), BatchNorm2d(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.block(x) + x
@@ -81,13 +105,13 @@ class ResBlock(nn.Module):
 
 def down_block(in_ch: int, out_ch: int) -> nn.Sequential:
     """conv 4x4 stride 2 (no bias), BN, LeakyReLU(0.2): halves the resolution."""
-    return nn.Sequential(Conv2d(in_ch, out_ch, 4, 2, 1, bias=False), nn.BatchNorm2d(out_ch),
+    return nn.Sequential(Conv2d(in_ch, out_ch, 4, 2, 1, bias=False), BatchNorm2d(out_ch),
                          nn.LeakyReLU(0.2, inplace=True))
 
 
 def conv3x3_leaky(in_ch: int, out_ch: int) -> nn.Sequential:
     """conv3x3 (no bias), BN, LeakyReLU(0.2): keeps the resolution."""
-    return nn.Sequential(conv3x3(in_ch, out_ch), nn.BatchNorm2d(out_ch), nn.LeakyReLU(0.2, inplace=True))
+    return nn.Sequential(conv3x3(in_ch, out_ch), BatchNorm2d(out_ch), nn.LeakyReLU(0.2, inplace=True))
 
 
 def init_weights(module: nn.Module) -> None:

@@ -39,7 +39,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .blocks import Conv2d, conv3x3_leaky, down_block, init_weights
+from .blocks import BatchNorm2d, Conv2d, conv3x3_leaky, down_block, init_weights
 
 
 def image_encoder(size: int, df_dim: int) -> nn.Sequential:
@@ -53,7 +53,7 @@ def image_encoder(size: int, df_dim: int) -> nn.Sequential:
         if i < n:
             layers.append(Conv2d(cin, cout, 4, 2, 1, bias=False))
             if i > 0:  # the first conv has no BN, as in the original
-                layers.append(nn.BatchNorm2d(cout))
+                layers.append(BatchNorm2d(cout))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
         else:  # small inputs: the resolution is already 4x4, keep it
             layers.extend(conv3x3_leaky(cin, cout))

@@ -664,32 +664,40 @@ class GanTrainer:
 
     def load_checkpoint(self, path: str | Path, n_images: int) -> None:
         state = load_checkpoint(path)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path}: checkpoint format {state.get('format')} is not {CHECKPOINT_FORMAT}")
-        mine, theirs = self._meta(n_images), state["meta"]
-        diff = [f"gan.{k}" for k in mine["gan"] if k not in RESUMABLE_CHANGES
-                and mine["gan"][k] != theirs["gan"].get(k)]
-        diff += [k for k in ("embed_dim", "seed", "n_images", "feature_dim") if mine[k] != theirs[k]]
+        foreign = (f"{path} is damaged or not a GAN checkpoint of this library version; delete "
+                   f"{self.out_dir} to start again")
+        try:
+            if state.get("format") != CHECKPOINT_FORMAT:
+                raise ValueError(f"checkpoint format {state.get('format')!r} is not {CHECKPOINT_FORMAT}")
+            mine, theirs = self._meta(n_images), state["meta"]
+            diff = [f"gan.{k}" for k in mine["gan"] if k not in RESUMABLE_CHANGES
+                    and mine["gan"][k] != theirs["gan"].get(k)]
+            diff += [k for k in ("embed_dim", "seed", "n_images", "feature_dim") if mine[k] != theirs[k]]
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            raise BadFileError(f"{foreign} ({e.__class__.__name__}: {e})") from e
         if diff:
-            raise ValueError(f"cannot resume from {path}: it was made with other settings "
-                             f"({', '.join(diff)}); delete {self.out_dir} to start again")
-        self.generator.load_state_dict(state["generator"])
-        self.generator_ema.load_state_dict(state["generator_ema"])
-        for d, s in zip(self.discriminators, state["discriminators"]):
-            d.load_state_dict(s)
-        if self.relation is not None:
-            self.relation.load_state_dict(state["relation_supervisor"])
-            self.opt_rs.load_state_dict(state["optimizers"]["relation_supervisor"])
-        self.opt_g.load_state_dict(state["optimizers"]["generator"])
-        for o, s in zip(self.opt_d, state["optimizers"]["discriminators"]):
-            o.load_state_dict(s)
-        if self.sampler is not None and state["sampler"] is not None:
-            self.sampler.load_state_dict(state["sampler"])
-        set_rng_state(state["rng"])
-        self.iteration = int(state["iteration"])
-        self.history = list(state["history"])
-        self._window = dict(state["window"]["sums"])
-        self._window_n = int(state["window"]["n"])
+            raise BadFileError(f"cannot resume from {path}: it was made with other settings "
+                               f"({', '.join(diff)}); delete {self.out_dir} to start again")
+        try:   # a file of the right format whose contents do not fit these models is foreign too
+            self.generator.load_state_dict(state["generator"])
+            self.generator_ema.load_state_dict(state["generator_ema"])
+            for d, s in zip(self.discriminators, state["discriminators"], strict=True):
+                d.load_state_dict(s)
+            if self.relation is not None:
+                self.relation.load_state_dict(state["relation_supervisor"])
+                self.opt_rs.load_state_dict(state["optimizers"]["relation_supervisor"])
+            self.opt_g.load_state_dict(state["optimizers"]["generator"])
+            for o, s in zip(self.opt_d, state["optimizers"]["discriminators"], strict=True):
+                o.load_state_dict(s)
+            if self.sampler is not None and state["sampler"] is not None:
+                self.sampler.load_state_dict(state["sampler"])
+            set_rng_state(state["rng"])
+            self.iteration = int(state["iteration"])
+            self.history = list(state["history"])
+            self._window = dict(state["window"]["sums"])
+            self._window_n = int(state["window"]["n"])
+        except (AttributeError, IndexError, KeyError, RuntimeError, TypeError, ValueError) as e:
+            raise BadFileError(f"{foreign} ({e.__class__.__name__}: {str(e).splitlines()[0][:200]})") from e
         self.checkpoint_iteration = self.iteration
 
     def write_history(self) -> None:

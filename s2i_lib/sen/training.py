@@ -146,7 +146,7 @@ def embed_queries(encoder: nn.Module, queries: Queries, batch_size: int, device:
     for start in range(0, n, batch_size):
         qs = order[start:start + batch_size]
         x, lengths = queries.fetch(qs)
-        with precision().autocast("sen", device.type):
+        with precision().autocast("sen_embedding", device.type):
             e = encoder(x.to(device), lengths).float().cpu().numpy()
         if out is None:
             out = np.empty((n, e.shape[1]), np.float32)
@@ -159,7 +159,7 @@ def embed_images(image_encoder: ImageEncoder, features: np.ndarray, device: torc
     """Embeddings of the centre view (view 0) of every image."""
     image_encoder.eval()
     x = torch.from_numpy(np.ascontiguousarray(features[:, 0], dtype=np.float32)).to(device)
-    with precision().autocast("sen", device.type):
+    with precision().autocast("sen_embedding", device.type):
         return image_encoder(x).float().cpu().numpy()
 
 
@@ -237,7 +237,7 @@ def train_sen_model(model: SenModel, train_q: Queries, train_feats: np.ndarray, 
             views = np.random.randint(0, n_views, size=len(batch))
             x, lengths = train_q.fetch(qs)
             feats = torch.from_numpy(np.asarray(train_feats[batch, views], dtype=np.float32)).to(device)
-            with precision().autocast("sen", device.type):
+            with precision().autocast("sen_training", device.type):
                 sp = model.query_encoder(x.to(device), lengths).float()
                 im = model.image_encoder(feats).float()
             l_match = matching_loss(im, sp, classes[batch].to(device), cfg.gamma)
