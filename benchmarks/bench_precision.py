@@ -12,8 +12,9 @@ the fp32 one:
 - ``fid``: the TF Inception-v3 of FID / KID / mAP on 64-px images at 299 px; and FID computed
   from bf16 features against FID from fp32 features on the same real images (ToyBirds renders
   against other renders, blurred and noisy copies): the issue's bar is 0.5 %;
-- ``sen``: one training iteration of the default profile's SEN (batch 64, 3 s utterances,
-  BiGRU 128, embedding 256, cached image features), and speech-embedding extraction;
+- ``sen_training``, ``sen_embedding``: one training iteration of the default profile's SEN (batch
+  64, 3 s utterances, BiGRU 128, embedding 256, cached image features), and speech-embedding
+  extraction;
 - ``generation``: the default profile's generator (16/32/64 px, gf 32) drawing 64 images;
 - ``attribute_judge``: the evaluation's attribute judge on 512 images (an untrained net of the
   same architecture: the time is the same; the agreement is of its argmaxes).

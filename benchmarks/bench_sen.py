@@ -373,7 +373,7 @@ def main() -> None:
             "as_original": "Inception-v3 (random weights) on 256 px images in the loop, packed "
                            "nn.GRU(bidirectional) BiGRU, fp32",
             "ours_fp32": "cached (N, 5, 2048) float16 features, our BidirectionalGRU, fp32",
-            "ours_bf16": "as ours_fp32 under set_precision('bf16') + autocast('sen')"}
+            "ours_bf16": "as ours_fp32 under set_precision('bf16') + autocast('sen_training')"}
         result["sen_iteration"] = bench_iterations(weights, args.quick, args.budget_s, t_start,
                                                    args.skip_128)
     print("(c) speech-embedding extraction, fp32 vs bf16", flush=True)

@@ -323,7 +323,7 @@ def _not_again(what):
     return fail
 
 
-def test_the_data_step_builds_the_instruments_and_the_eval_step_only_loads_them(smoke_gan, one_thread,
+def test_the_data_step_builds_the_instruments_and_the_eval_step_only_loads_them(smoke_gan, runs_copy, one_thread,
                                                                                 monkeypatch):
     from s2i_lib import pipeline
     from s2i_lib.artifacts import read_json
@@ -331,13 +331,14 @@ def test_the_data_step_builds_the_instruments_and_the_eval_step_only_loads_them(
     inception_score = importlib.import_module("s2i_lib.evaluation.inception_score")  # the package re-exports
                                                                                       # a function of that name
     cfg, size = smoke_gan.cfg, smoke_gan.cfg.gan.stage_sizes[-1]
-    data_dir = pipeline.step_dir("data", cfg, smoke_gan.runs_dir)
+    data_dir = pipeline.step_dir("data", cfg, runs_copy)   # a copy: the last call writes into its cache
     figures = read_json(data_dir / "metrics.json")["figures"]["instruments"]
     assert figures["size"] == size and figures["time_s"] > 0
     assert 0 <= figures["is_classifier_heldout_accuracy"] <= 1
     assert 0 <= figures["attribute_judge_lowest_heldout_accuracy"] <= 1
     cache = data_dir / "cache"
     for name in (f"inception_test_{size}.npy", f"is_classifier_{size}_seed{cfg.seed}.pt",
+                 f"is_features_{size}_seed{cfg.seed}.npy",
                  f"attribute_judge_{size}_seed{cfg.seed}.pt"):
         assert (cache / name).is_file(), name
     # what the eval step asks for is loaded, not computed or trained again

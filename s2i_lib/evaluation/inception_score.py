@@ -63,6 +63,10 @@ def inception_score(logits: Any, splits: int = 10, seed: int | None = 0) -> dict
     return {"is_mean": float(np.mean(scores)), "is_std": float(np.std(scores)), "splits": splits, "n": n}
 
 
+class TooFewImagesError(ValueError):
+    """A class of the test split has too few images to train and score the IS classifier."""
+
+
 def heldout_split(class_ids: Sequence[int], train_fraction: float = 0.5) -> np.ndarray:
     """Boolean mask of the classifier's training images: the first ``ceil(train_fraction * n_c)``
     images of each class (in the given order), the rest held out. Every class needs one of each."""
@@ -74,7 +78,7 @@ def heldout_split(class_ids: Sequence[int], train_fraction: float = 0.5) -> np.n
         rows = np.flatnonzero(class_ids == c)
         k = int(np.ceil(train_fraction * len(rows)))
         if len(rows) < 2 or k >= len(rows):
-            raise ValueError(f"class {c} has {len(rows)} images: the IS classifier needs at least one "
+            raise TooFewImagesError(f"class {c} has {len(rows)} images: the IS classifier needs at least one "
                              f"training and one held-out image per class (train_fraction={train_fraction})")
         train[rows[:k]] = True
     return train

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..artifacts import BadFileError, atomic_path, atomic_write_json, json_once, load_array
+from ..artifacts import atomic_path, atomic_write_json, json_once, load_array
 from ..config import Config
 from ..data.build import TOY_DATASETS, toy_module
 from ..data.captions import swap_colour
@@ -132,9 +132,9 @@ def instruments(cfg: Config, data_dir: str | Path, size: int) -> Instruments:
     index = read_dataset(data_dir)
     real = image_cache(index, "test", size)
     classes = np.array([r.class_id for r in index.split("test")])
-    real_features = fid.cached_features(real, test_features_path(cache, size), progress=True)
     is_classifier = train_is_classifier(real, classes, cfg.seed, cache / f"is_classifier_{size}_seed{cfg.seed}.pt",
-                                        cache / f"is_features_{size}.npy")
+                                        cache / f"is_features_{size}_seed{cfg.seed}.npy")
+    real_features = fid.cached_features(real, test_features_path(cache, size), progress=True)
     judge = cached_attribute_judge(cfg, data_dir, size) if cfg.data.dataset in TOY_DATASETS else None
     return Instruments(real, real_features, is_classifier, judge)
 
@@ -145,15 +145,14 @@ def data_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
     GAN's last stage). They are the dataset's, not a model's: built here, the eval step measures the
     model only, and a new GAN or an ablation is evaluated without them being built again."""
     from ..data.build import build_data_step
+    from .inception_score import TooFewImagesError
     figures = build_data_step(cfg, out_dir, inputs)
     select_device(cfg.device, cfg.precision)   # threads and precision, as in the eval step
     t0 = time.perf_counter()
     size = cfg.gan.stage_sizes[-1]
     try:
         built = instruments(cfg, out_dir, size)
-    except BadFileError:
-        raise
-    except ValueError as e:   # a dataset too small to measure on (e.g. one image per class): the
+    except TooFewImagesError as e:   # a dataset too small to measure on (one image per class): the
         # dataset is still built; the eval step will stop with the same message if it is asked for
         print(f"[data] the evaluation's instruments were not built: {e}")
         figures["instruments"] = {"size": size, "not_built": str(e)}

@@ -44,7 +44,10 @@ class Conv2d(nn.Conv2d):
         out = out.transpose(0, 1)
         if self.bias is not None:
             out = out + self.bias.view(1, -1, 1)
-        return out.reshape(b, self.out_channels, oh, ow)
+        # in the input's layout, as nn.Conv2d gives it (the transpose left it in neither; <= 16 positions)
+        layout = (torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+                  else torch.contiguous_format)
+        return out.reshape(b, self.out_channels, oh, ow).contiguous(memory_format=layout)
 
 
 def _as_channels_last(grad: torch.Tensor) -> torch.Tensor:

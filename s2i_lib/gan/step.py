@@ -125,21 +125,24 @@ def cached_view_features(cfg: Config, index, extractor: SenImageFeatures) -> tor
 
 
 def train_gan_step(cfg: Config, out_dir: Path, inputs: dict[str, Path],
-                   embeddings: np.ndarray | None = None) -> dict:
+                   embeddings: np.ndarray | None = None, gan_seed: int | None = None) -> dict:
     """Work function of the ``gan`` step (see ``s2i_lib.pipeline``). ``embeddings`` (N, n_captions,
-    D) replaces the SEN's (the evaluation's "w/o SEN" ablation passes those of an untrained encoder)."""
+    D) replaces the SEN's (the evaluation's "w/o SEN" ablation passes those of an untrained encoder).
+    ``gan_seed`` replaces ``cfg.seed`` in the GAN's own randomness only (initialisation, noise,
+    batches, augmentation), not in what the SEN step made (the RS's cached views): a second seed of
+    the same GAN on the same upstream steps (``benchmarks/bench_gan_quality.py --gan-seed``)."""
     device = select_device(cfg.device, cfg.precision)
+    seed = cfg.seed if gan_seed is None else int(gan_seed)
     g = cfg.gan
     index = read_dataset(inputs["data"])
     train = index.split("train")
-    dataset = ImageCaptionDataset(index, "train", sizes=tuple(g.stage_sizes), augment=True, seed=cfg.seed)
+    dataset = ImageCaptionDataset(index, "train", sizes=tuple(g.stage_sizes), augment=True, seed=seed)
     if embeddings is None:
         embeddings = caption_embeddings(cfg, inputs, train, "train")
     extractor = SenImageFeatures(inputs["sen"], cfg) if g.relation_supervisor else None
     rs_features = cached_view_features(cfg, index, extractor) if extractor is not None else None
     data = GanTrainingSet.from_image_caption_dataset(dataset, embeddings, rs_features)
-    trainer = GanTrainer(g, data.embed_dim, out_dir, feature_extractor=extractor, device=device,
-                         seed=cfg.seed)
+    trainer = GanTrainer(g, data.embed_dim, out_dir, feature_extractor=extractor, device=device, seed=seed)
     print(f"[gan] {len(data)} training images x {embeddings.shape[1]} captions, conditioned on "
           f"{g.condition_on} ({data.embed_dim}-d); G {count_parameters(trainer.generator) / 1e6:.2f} M "
           f"parameters; {g.iterations} iterations of batch {g.batch_size} on {device}")

@@ -696,6 +696,8 @@ class GanTrainer:
             self.history = list(state["history"])
             self._window = dict(state["window"]["sums"])
             self._window_n = int(state["window"]["n"])
+        except torch.OutOfMemoryError:
+            raise   # a good checkpoint on a full device is not a damaged file
         except (AttributeError, IndexError, KeyError, RuntimeError, TypeError, ValueError) as e:
             raise BadFileError(f"{foreign} ({e.__class__.__name__}: {str(e).splitlines()[0][:200]})") from e
         self.checkpoint_iteration = self.iteration

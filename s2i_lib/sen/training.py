@@ -292,12 +292,13 @@ def load_configured_backbone(cfg: SenConfig):
 
 def backbone_features(index: DatasetIndex, split: str, cfg: Config) -> np.ndarray:
     """Cached backbone features (N, views, D) of a split's images, kept beside the dataset: they
-    depend only on the images and the backbone, so a new SEN configuration reuses them."""
+    depend only on the images, the backbone and the seed of the views' crops (in the file name, so
+    that runs with another seed keep their own), so a new SEN configuration reuses them."""
     images = image_cache(index, split, cfg.data.image_size)
     s = cfg.sen
     backbone = load_configured_backbone(s)
     path = index.root / "cache" / (f"features_{s.backbone}{backbone.spec.input_size}_{split}_"
-                                   f"{cfg.data.image_size}_{s.feature_views}v.npy")
+                                   f"{cfg.data.image_size}_{s.feature_views}v_seed{cfg.seed}.npy")
     return cache_backbone_features(s.backbone, images, s.feature_views, cfg.seed, path, backbone=backbone)
 
 
