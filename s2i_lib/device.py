@@ -50,8 +50,8 @@ PARTS = ("backbone", "fid", "sen_training", "sen_embedding", "gan", "generation"
 # Measured on an Intel Xeon with AMX-BF16 (docs/precision.md): gan, generation and sen_training are
 # faster in bf16 and learn the same (two seeds each); fid fails the 0.5 % FID agreement (1.05 % on
 # blurred images); sen_embedding is slower in bf16 (its GRU's small per-step products gain less
-# than the casts around them cost); the attribute judge gains <= 1.6x and is the evaluation's instrument; the backbone's
-# bf16 features are 9 % off its fp32 ones
+# than the casts around them cost); the attribute judge gains <= 1.6x and is the evaluation's
+# instrument; the backbone's bf16 features are 9 % off its fp32 ones
 AUTO_BF16_PARTS = frozenset({"gan", "generation", "sen_training"})
 CPU_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 

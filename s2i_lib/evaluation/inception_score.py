@@ -78,8 +78,9 @@ def heldout_split(class_ids: Sequence[int], train_fraction: float = 0.5) -> np.n
         rows = np.flatnonzero(class_ids == c)
         k = int(np.ceil(train_fraction * len(rows)))
         if len(rows) < 2 or k >= len(rows):
-            raise TooFewImagesError(f"class {c} has {len(rows)} images: the IS classifier needs at least one "
-                             f"training and one held-out image per class (train_fraction={train_fraction})")
+            raise TooFewImagesError(f"class {c} has {len(rows)} images: the IS classifier needs at least "
+                                    f"one training and one held-out image per class "
+                                    f"(train_fraction={train_fraction})")
         train[rows[:k]] = True
     return train
 
