@@ -13,9 +13,8 @@ Trains the ``gan`` step of a profile (with ``--set`` overrides) for ``--iteratio
 ``--iterations / --snapshots`` iterations, then scores every snapshot with the attribute judge of
 notebook 04 on the same seeded draw of ``--n`` training and ``--n`` test captions (training voices):
 ``evaluation.report.drawn_by_snapshot``. The data, speech and sen steps are built if missing.
-A full ``gan`` step (800 iterations) took 12 min 20 s on the default profile; 400 iterations 6.2 min
-of training, 2000 iterations 28.8 min and their extension to 4000 another 28.5 min, quiet (a
-precursor of this script chose ``gan.d_projection``). A run extended with more ``--iterations``
+What it costs is in the README's cost table (``--iterations 400``: about 5 min of training in bf16;
+the default's full ``gan`` step, 1600 iterations, 18 min 47 s in ``make run``). A run extended with more ``--iterations``
 continues from its last checkpoint, and every snapshot is judged again (on the same captions).
 Writes ``outputs/experiments/<name>/quality.json``.
 
