@@ -63,7 +63,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from machine import busy_cpu_seconds, cpu_description, load_average  # noqa: E402
+from machine import busy_cpu_seconds, cpu_description, load_average, rotated  # noqa: E402
 
 # The original code, seconds and GB, measured on ANOTHER machine (2 cores of an AMD EPYC without
 # AVX-512). Context only: no ratio or target is computed from them.
@@ -112,13 +112,6 @@ def wait_for_quiet(max_wait: float, threshold: float = 0.15, window: float = 3.0
 
 
 # ------------------------------------------------------------------------- in the subprocess
-def _rotated(modes, r: int) -> list:
-    """The modes in the order of round ``r``: rotating it spreads any first-of-the-round effect
-    over every mode instead of always charging the same one."""
-    r %= len(modes)
-    return list(modes[r:]) + list(modes[:r])
-
-
 def _summary(times: list[float] | str) -> dict:
     """Median, minimum and count of a mode's times; a string is the error the mode failed with."""
     if isinstance(times, str):
@@ -228,7 +221,7 @@ def _alternate_steps(runs: dict, batch: int, reps: int, warmup: int) -> dict[str
                 for m, (t, d, _) in runs.items()}
     times: dict[str, list[float] | str] = {m: [] for m in runs}
     for r in range(warmup + reps):
-        for mode in _rotated([m for m in runs if not isinstance(times[m], str)], r):
+        for mode in rotated([m for m in runs if not isinstance(times[m], str)], r):
             trainer, _, setting = runs[mode]
             _set_precision(setting)
             b = samplers[mode].next_batch()   # drawing the batch is data loading: not timed
@@ -259,7 +252,7 @@ def _alternate_generation(generators: dict, batch: int, embed_dim: int, reps: in
     times: dict[str, list[float]] = {k: [] for k in generators}
     with torch.inference_mode():
         for r in range(1 + reps):   # round 0: warm-up
-            for label in _rotated(list(generators), r):
+            for label in rotated(list(generators), r):
                 gen, setting = generators[label]
                 _set_precision(setting)
                 gen.eval()

@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from s2i_lib.artifacts import atomic_write_json, package_versions  # noqa: E402
-from s2i_lib.device import AUTO_BF16_PARTS, precision, set_precision  # noqa: E402
+from s2i_lib.device import AUTO_BF16_PARTS, PARTS, precision, set_precision  # noqa: E402
 
 CPU = torch.device("cpu")
 
@@ -59,6 +59,8 @@ def timed(fn, reps: int, warmup: int = 1) -> tuple[dict, object]:
 def compare(part: str, fn, reps: int, agreement, training: bool = False) -> dict:
     """``fn()`` under fp32 then bf16 (the policy set for each), timed; ``agreement(fp32_out,
     bf16_out)`` -> dict of how close the outputs are. Without ``training``, under no_grad."""
+    if part.split()[0] not in PARTS:   # the label's first word names the part `auto` decides on
+        raise ValueError(f"{part!r}: the first word must be a part of s2i_lib.device.PARTS {PARTS}")
     row = {}
     outs = {}
     for setting in ("fp32", "bf16"):
@@ -159,15 +161,15 @@ def bench_sen(reps: int) -> dict:
         opt.step()
         return float(loss)
 
-    row = compare("sen (iteration)", step, reps, lambda a, b: {"loss_fp32": round(a, 4), "loss_bf16": round(b, 4)},
-                  training=True)
+    row = compare("sen_training (iteration)", step, reps,
+                  lambda a, b: {"loss_fp32": round(a, 4), "loss_bf16": round(b, 4)}, training=True)
     speech.eval()
 
     def extract():
         with torch.no_grad(), precision().autocast("sen_embedding"):
             return speech(feats, lengths).float().numpy()
 
-    row["extraction"] = compare("sen (extraction)", extract, reps, rel_l2)
+    row["extraction"] = compare("sen_embedding (extraction)", extract, reps, rel_l2)
     return row
 
 

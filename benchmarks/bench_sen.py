@@ -49,7 +49,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from machine import busy_cpu_seconds, cpu_description, load_average  # noqa: E402
+from machine import busy_cpu_seconds, cpu_description, load_average, rotated  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -97,13 +97,6 @@ def own_cpu_seconds() -> float:
 def summary(times: list[float]) -> dict:
     return {"median_s": round(statistics.median(times), 4), "min_s": round(min(times), 4),
             "reps": len(times)}
-
-
-def rotated(modes, r: int) -> list:
-    """The modes in the order of round ``r``: rotating it spreads any first-of-the-round (or
-    last-of-the-round) effect over every mode instead of always charging the same one."""
-    r %= len(modes)
-    return list(modes[r:]) + list(modes[:r])
 
 
 def random_inception_weights(folder: Path) -> Path:

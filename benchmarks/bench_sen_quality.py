@@ -25,8 +25,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-from benchmarks.machine import cpu_description, load_average  # noqa: E402
+from machine import cpu_description, load_average  # noqa: E402
 
 FIGURES = ("attribute_precision@10", "class_mAP_all_queries", "speech_to_image_R@10")
 

@@ -1,5 +1,6 @@
 """What the benchmarks record about the machine they ran on: the CPU (and its bf16 units), the
-load, and how busy the cores were, so that a figure can be traced to the machine that made it."""
+load, and how busy the cores were, so that a figure can be traced to the machine that made it;
+and the rotation of modes between rounds that their side-by-side timings share."""
 from __future__ import annotations
 
 import os
@@ -37,3 +38,10 @@ def cpu_description() -> dict:
         pass
     return {"cpu_model": model, "bf16_units": cpu_has_bf16_units(),
             **{f: f in flags for f in CPU_BF16_FLAGS}}
+
+
+def rotated(modes, r: int) -> list:
+    """The modes in the order of round ``r``: rotating it spreads any first-of-the-round (or
+    last-of-the-round) effect over every mode instead of always charging the same one."""
+    r %= len(modes)
+    return list(modes[r:]) + list(modes[:r])

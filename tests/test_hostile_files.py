@@ -184,6 +184,14 @@ def test_gan_resume_refuses_a_planted_checkpoint(smoke_gan, runs_copy, tmp_path,
     assert_refused(lambda: ensure("gan", smoke_gan.cfg, runs_copy, log=lambda m: None), ckpt, marker)
 
 
+def _cli(command: str, smoke_gan, runs_dir: Path) -> int:
+    """``python -m s2i_lib <command>`` on the smoke profile's config, in this process: its exit code."""
+    args = [command, "--profile", "smoke", "--runs-dir", str(runs_dir)]
+    for o in smoke_gan.overrides:
+        args += ["--set", o]
+    return main(args)
+
+
 def _foreign_checkpoints(latest: Path) -> dict:
     """Readable checkpoints that are not this run's: (what was changed, the state written)."""
     good = torch.load(latest, weights_only=True)
@@ -199,10 +207,7 @@ def test_gan_resume_from_a_foreign_checkpoint_is_one_line_and_exit_2(smoke_gan, 
     latest = gan / "checkpoints" / "latest.pt"
     (gan / "metrics.json").unlink()   # an interrupted run: it resumes from latest.pt
     torch.save(_foreign_checkpoints(latest)[kind], latest)
-    args = ["gan", "--profile", "smoke", "--runs-dir", str(runs_copy)]
-    for o in smoke_gan.overrides:
-        args += ["--set", o]
-    assert main(args) == 2
+    assert _cli("gan", smoke_gan, runs_copy) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and str(latest) in err and "\n" not in err
     assert ("other settings (seed)" in err) if kind == "other settings" else ("not a GAN checkpoint" in err)
@@ -215,10 +220,7 @@ def test_status_finds_a_truncated_checkpoint(smoke_gan, runs_copy, capsys):
     gen.write_bytes(gen.read_bytes()[:1000])
     st = state("gan", smoke_gan.cfg, runs_copy)
     assert st.status == "damaged" and str(gen) in st.reason and "1000 bytes" in st.reason
-    args = ["status", "--profile", "smoke", "--runs-dir", str(runs_copy)]
-    for o in smoke_gan.overrides:
-        args += ["--set", o]
-    assert main(args) == 0
+    assert _cli("status", smoke_gan, runs_copy) == 0
     out = capsys.readouterr().out
     assert "gan     damaged" in out and "eval    missing" in out
 
@@ -270,10 +272,7 @@ def test_a_step_that_fails_on_a_damaged_file_exits_2_with_one_line(smoke_gan, ru
     shutil.rmtree(runs_copy / "smoke" / "gan" / "checkpoints")
     # a damaged file that the sen step's record cannot see (the same size, other bytes)
     emb.write_bytes(b"\x00" * emb.stat().st_size)
-    args = ["gan", "--profile", "smoke", "--runs-dir", str(runs_copy)]
-    for o in smoke_gan.overrides:
-        args += ["--set", o]
-    assert main(args) == 2
+    assert _cli("gan", smoke_gan, runs_copy) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and str(emb) in err and "\n" not in err
 

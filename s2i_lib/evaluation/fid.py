@@ -4,9 +4,9 @@ The features are the 2048-d pool features of the network whose weights ship in f
 (``s2i_lib.sen.backbones``, backbone ``tf_inception``, run eagerly so that bf16 and channels_last pay
 off): the network pytorch-fid, TTUR and torch-fidelity use, on this machine without a download.
 They are computed in fp32 under ``precision: auto`` (part "fid"): from bf16 features FID moved by
-up to 1.05 % (``benchmarks/bench_precision.py``, docs/precision.md), over the 0.5 % allowed. The distances themselves are
-torchmetrics' ``FrechetInceptionDistance`` and ``KernelInceptionDistance``, which accept any
-feature module:
+up to 1.05 % (``benchmarks/bench_precision.py``, docs/precision.md), over the 0.5 % allowed. The
+distances themselves are torchmetrics' ``FrechetInceptionDistance`` and
+``KernelInceptionDistance``, which accept any feature module:
 
 - ``InceptionFeatures`` is that module for images (uint8 NCHW, torchmetrics' ``normalize=False``
   convention), so ``FrechetInceptionDistance(feature=InceptionFeatures())`` works on images;

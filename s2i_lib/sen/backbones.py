@@ -47,10 +47,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from ..device import precision
-from ..progress import tqdm
 
 from ..artifacts import atomic_path, atomic_write_json, load_array, load_checkpoint, read_json, stable_hash
+from ..device import precision
+from ..progress import tqdm
 
 BACKBONES = ("tf_inception", "inception_v3_torchvision", "efficientnet_lite0")
 
@@ -100,6 +100,10 @@ class FrozenBackbone(nn.Module):
     ``forward(images)``: float (B, 3, H, W) in [-1, 1], any H, W -> (B, feat_dim) features.
     """
 
+    # which part of the pipeline this backbone serves, for the precision choice (device.PARTS):
+    # FID features set "fid", whose bf16 agreement with fp32 is measured apart
+    part = "backbone"
+
     def __init__(self, spec: BackboneSpec, net: nn.Module, features: Callable[[nn.Module, torch.Tensor], torch.Tensor]):
         super().__init__()
         self.spec = spec
@@ -130,10 +134,6 @@ class FrozenBackbone(nn.Module):
             x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False,
                               antialias=bool(x.shape[-1] > s or x.shape[-2] > s))
         return (x * self.spec.scale + self.spec.shift).contiguous(memory_format=torch.channels_last)
-
-    # which part of the pipeline this backbone serves, for the precision choice (device.PARTS):
-    # FID features set "fid", whose bf16 agreement with fp32 is measured apart
-    part = "backbone"
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         with precision().autocast(self.part, images.device.type):
