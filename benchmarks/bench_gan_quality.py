@@ -7,6 +7,7 @@
     python benchmarks/bench_gan_quality.py --iterations 4000 --snapshots 10 --name long  # extends it
     python benchmarks/bench_gan_quality.py --oracle --iterations 2000 --snapshots 5     # one-hot condition
     python benchmarks/bench_gan_quality.py --gan-seed 1 --name default_seed1           # another GAN seed
+    python benchmarks/bench_gan_quality.py --fid                                       # + FID per snapshot
 
 Trains the ``gan`` step of a profile (with ``--set`` overrides) for ``--iterations`` into
 ``outputs/experiments/<name>/`` (resumed if it is there already), with an EMA snapshot every
@@ -25,8 +26,8 @@ same captions: the run-to-run spread of a result.
 ``--oracle`` conditions the generator on what each written caption mentions, as one-hot vectors
 (``evaluation.report.mention_onehots``), instead of the speech embeddings, and judges it on the
 same: the best condition a caption can give. If the oracle draws no better, the speech embedding
-is not what limits the drawing (on the default profile it drew less: 0.333 of the mentioned
-attributes on test captions after 2000 iterations, 28.7 min, against 0.415; README, "Results").
+is not what limits the drawing (on the full ToyBirds scenes, now the `toybirds` profile, it drew less: 0.333 of the mentioned
+attributes on test captions after 2000 iterations, 28.7 min, against 0.415; docs/experiments.md).
 """
 from __future__ import annotations
 
@@ -54,6 +55,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=500, help="captions judged per split")
     parser.add_argument("--runs-dir", default=None, help="where the profile's data/speech/sen steps are")
     parser.add_argument("--out-dir", default=str(REPO / "outputs" / "experiments"))
+    parser.add_argument("--fid", action="store_true",
+                        help="also the FID of every snapshot against the real test images (~1 min each)")
     parser.add_argument("--gan-seed", type=int, default=None,
                         help="train the GAN with this seed (default: the profile's); the upstream steps keep theirs")
     args = parser.parse_args()
@@ -67,12 +70,13 @@ def main() -> None:
     from s2i_lib.config import load_config
     from s2i_lib.data.build import TOY_DATASETS, toy_module
     from s2i_lib.data.layout import read_dataset
-    from s2i_lib.evaluation.report import drawn_by_snapshot, mention_onehots
+    from s2i_lib.evaluation.report import drawn_by_snapshot, fid_by_snapshot, mention_onehots
     from s2i_lib.evaluation.step import cached_attribute_judge
     from s2i_lib.gan import train_gan_step
 
     every = max(1, args.iterations // args.snapshots)
-    cfg = load_config(args.profile, args.overrides + [f"gan.iterations={args.iterations}",
+    seed = [] if args.gan_seed is None else [f"gan.seed={args.gan_seed}"]
+    cfg = load_config(args.profile, args.overrides + seed + [f"gan.iterations={args.iterations}",
                                                       f"gan.checkpoint_every={every}", f"gan.sample_every={every}"])
     if cfg.data.dataset not in TOY_DATASETS:
         parser.error(f"the attribute judge needs a toy dataset; profile {args.profile!r} uses {cfg.data.dataset}")
@@ -88,17 +92,21 @@ def main() -> None:
         embeddings = np.stack([mention_onehots(list(r.mentions), attributes)
                                for r in read_dataset(inputs["data"]).split("train")])
     t0 = time.perf_counter()
-    figures = train_gan_step(cfg, out, inputs, embeddings=embeddings, gan_seed=args.gan_seed)
+    figures = train_gan_step(cfg, out, inputs, embeddings=embeddings)
     train_s = time.perf_counter() - t0
     table = drawn_by_snapshot(cfg, out, args.runs_dir, n=args.n, oracle=args.oracle)
+    fids = fid_by_snapshot(cfg, out, args.runs_dir) if args.fid and not args.oracle else {}
     print(f"\n{args.profile}, {'oracle, ' if args.oracle else ''}{' '.join(args.overrides) or 'no overrides'}: "
           f"{args.iterations} iterations "
           f"in {train_s / 60:.1f} min ({figures['iterations_per_s']} it/s this run)")
     print(table.to_string())
+    if fids:
+        print("FID against the real test images:", ", ".join(f"{i}: {v}" for i, v in fids.items()))
     atomic_write_json(out / "quality.json", {
-        "profile": args.profile, "overrides": args.overrides, "gan_seed": cfg.seed if args.gan_seed is None else args.gan_seed, "oracle": args.oracle, "iterations": args.iterations,
+        "profile": args.profile, "overrides": args.overrides, "gan_seed": cfg.seed if cfg.gan.seed is None else cfg.gan.seed, "oracle": args.oracle, "iterations": args.iterations,
         "train_wall_s": round(train_s, 1), "iterations_per_s": figures["iterations_per_s"], "n_captions": args.n,
-        "drawn": [{"iteration": int(i), "captions": c, **row} for (i, c), row in table.iterrows()]})
+        "drawn": [{"iteration": int(i), "captions": c, **row} for (i, c), row in table.iterrows()],
+        "fid": {str(i): v for i, v in fids.items()}})
     print(f"wrote {out / 'quality.json'}")
 
 

@@ -24,9 +24,9 @@ evaluation scores what the caption mentions (``attribute_accuracy``). Writes
 ``outputs/benchmarks/reference_cgan_<size>px.json`` and a sample grid per judging beside it
 (``reference_cgan_<size>px/``).
 
-Measured on the default profile (2 cores, quiet, 2026-11-30): 0.357 of the mentioned attributes
+Measured on the full ToyBirds scenes (the default of the time, now the `toybirds` profile; 2 cores, quiet, 2026-11-30): 0.357 of the mentioned attributes
 drawn at 64 px (EMA, 2590 iterations in 20 min), 0.447 at 32 px (live, 4580 iterations); S2IGAN's
-default drew 0.378 after 800 iterations, 12 min (README, "Results on the default profile").
+default drew 0.378 after 800 iterations, 12 min (docs/experiments.md).
 """
 from __future__ import annotations
 

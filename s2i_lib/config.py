@@ -42,7 +42,7 @@ UPPER_BOUNDS: dict[str, int | float] = {
     "gan.gf_dim": 1024, "gan.df_dim": 1024, "gan.z_dim": 4096, "gan.condition_dim": 4096,
     "gan.res_blocks": 16, "gan.batch_size": 8192, "gan.iterations": 100_000_000,
     "gan.kl_coeff": 1000.0, "gan.rs_coeff": 1000.0, "gan.contrastive_coeff": 1000.0,
-    "gan.checkpoint_every": 100_000_000, "gan.sample_every": 100_000_000,
+    "gan.seed": 2**32 - 1, "gan.checkpoint_every": 100_000_000, "gan.sample_every": 100_000_000,
     "eval.is_splits": 100, "eval.batch_size": 8192, "eval.colour_swaps": 100_000,
     "eval.judge_images": 1_000_000, "eval.judge_epochs": 1000,
 }
@@ -64,7 +64,8 @@ def _check(ok: bool, key: str, value: Any, why: str) -> None:
 # ------------------------------------------------------------------------------------ sections
 @dataclass
 class DataConfig:
-    dataset: Literal["toybirds", "toyflowers", "cub", "oxford"] = "toybirds"
+    # toybirds_plain: the ToyBirds species in a plain scene (the CPU default; data/toy_birds.py)
+    dataset: Literal["toybirds", "toybirds_plain", "toyflowers", "cub", "oxford"] = "toybirds"
     # toy datasets: rendered at this size (the largest the GAN needs); real data: ignored
     image_size: int = 64
     images_per_class: int = 20
@@ -259,6 +260,9 @@ class GanConfig:
     # update each real image must score its own caption above the batch's others, and in the G
     # update each generated image too (see gan/trainer.py); 0 = the original's terms only
     contrastive_coeff: float = 0.0
+    # the GAN's own randomness (initialisation, noise, batches, augmentation); None: the profile's
+    # seed. Another value trains a second seed of the same GAN on the same data, speech and SEN.
+    seed: int | None = None
     ema_decay: float = 0.999
     checkpoint_every: int = 2000
     sample_every: int = 2000
@@ -266,8 +270,8 @@ class GanConfig:
     def validate(self, p: str) -> None:
         s = self.stage_sizes
         _check(len(s) == 3, f"{p}.stage_sizes", s, "needs three stage resolutions")
-        _check(all(b == 2 * a for a, b in zip(s, s[1:])) and s[0] >= 16 and (s[0] & (s[0] - 1)) == 0,
-               f"{p}.stage_sizes", s, "must be powers of two, at least 16, each twice the previous")
+        _check(all(b == 2 * a for a, b in zip(s, s[1:])) and s[0] >= 8 and (s[0] & (s[0] - 1)) == 0,
+               f"{p}.stage_sizes", s, "must be powers of two, at least 8, each twice the previous")
         _check(s[-1] <= 1024, f"{p}.stage_sizes", s, "the last stage must be at most 1024 px")
         for k in ("gf_dim", "df_dim", "z_dim", "condition_dim"):
             _check(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "must be positive")
@@ -284,6 +288,7 @@ class GanConfig:
                self.contrastive_coeff, "needs gan.d_projection: true (it scores the projection term)")
         for k in ("kl_coeff", "rs_coeff", "contrastive_coeff"):
             _check(getattr(self, k) >= 0, f"{p}.{k}", getattr(self, k), "must be >= 0")
+        _check(self.seed is None or self.seed >= 0, f"{p}.seed", self.seed, "must be >= 0 (or null: the profile's seed)")
         for k in ("checkpoint_every", "sample_every"):
             _check(getattr(self, k) >= 1, f"{p}.{k}", getattr(self, k), "must be at least 1")
 

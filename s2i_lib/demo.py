@@ -189,7 +189,8 @@ _PART_NOUNS = {
 # Words that may stand between a colour and its noun: "red wing bars", "a blue central disk",
 # "five pink long thin petals".
 _BETWEEN = {"wing", "central", "round", "rounded", "pointed", "pointy", "long", "thin", "elongated"}
-_VOCABULARY = {"toybirds": "birds", "cub": "birds", "toyflowers": "flowers", "oxford": "flowers"}
+_VOCABULARY = {"toybirds": "birds", "toybirds_plain": "birds", "cub": "birds", "toyflowers": "flowers",
+               "oxford": "flowers"}
 
 
 def _grammar():

@@ -61,6 +61,22 @@ def test_build_is_deterministic_and_resumes(tiny_birds, tmp_path):
     assert (other / "images" / f"{key}.png").read_bytes() != (tiny_birds / "images" / f"{key}.png").read_bytes()
 
 
+def test_the_plain_variant_draws_the_same_species_and_captions_in_its_own_scene(tiny_birds, tmp_path):
+    from s2i_lib.data import toy_birds
+    info = build_toy_dataset(tmp_path, "toybirds_plain", 64, images_per_class=2, seed=0, n_train_classes=2,
+                             n_test_classes=1, workers=1)
+    assert info["name"] == "toybirds_plain"
+    plain, natural = read_dataset(tmp_path), read_dataset(tiny_birds)
+    assert [r.key for r in plain.records] == [r.key for r in natural.records]
+    table = toy_birds.class_table()
+    for p, n in zip(plain.records, natural.records):
+        assert p.captions == n.captions and p.mentions == n.mentions and p.attributes == n.attributes
+        drawn = np.asarray(plain.load_image(p.key))
+        assert np.array_equal(drawn, np.asarray(toy_birds.render(table[p.class_id], int(p.key[-4:]), 64, seed=0,
+                                                                 scene="plain")))
+        assert not np.array_equal(drawn, np.asarray(natural.load_image(n.key)))
+
+
 def test_flowers_build(tmp_path):
     info = build_toy_dataset(tmp_path, "toyflowers", 32, images_per_class=1, seed=0,
                              n_train_classes=2, n_test_classes=1, workers=1)

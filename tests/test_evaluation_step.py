@@ -10,7 +10,7 @@ import pytest
 from s2i_lib.data.captions import make_captions
 from s2i_lib.data.toy_birds import class_table
 from s2i_lib.evaluation.report import results_table, to_markdown
-from s2i_lib.evaluation.step import QueryGroup, colour_swaps, map_gallery, swap_voice
+from s2i_lib.evaluation.step import QueryGroup, colour_swaps, map_gallery, swap_outcomes, swap_voice
 
 
 def test_one_query_per_image_is_each_images_own_and_seeded():
@@ -39,6 +39,28 @@ def test_colour_swaps_change_one_mentioned_colour_to_another():
         assert s["caption_index"] < 5 and s["caption"] == r.captions[s["caption_index"]]
         assert s["attribute"].endswith("_color") and s["old"] == r.attributes[s["attribute"]] != s["new"]
         assert s["swapped"] != s["caption"] and s["new"] in s["swapped"]
+
+
+def test_a_swap_succeeds_when_the_part_takes_the_new_colour_and_the_rest_reads_as_before():
+    mentions = {"belly_color": "red", "wing_color": "blue", "size": "small"}
+    swaps = [{"attribute": "belly_color", "old": "red", "new": "yellow", "mentions": mentions},
+             {"attribute": "belly_color", "old": "red", "new": "green", "mentions": mentions},
+             {"attribute": "wing_color", "old": "blue", "new": "white", "mentions": mentions}]
+    # the original images as the judge reads them: the first draws a grey wing (not as said)
+    before = [{"belly_color": "red", "wing_color": "grey", "size": "small"},
+              {"belly_color": "red", "wing_color": "blue", "size": "small"},
+              {"belly_color": "red", "wing_color": "blue", "size": "small"}]
+    after = [{"belly_color": "yellow", "wing_color": "grey", "size": "small"},   # only the belly changed
+             {"belly_color": "green", "wing_color": "blue", "size": "large"},    # the size changed too
+             {"belly_color": "red", "wing_color": "black", "size": "small"}]     # the wrong new colour
+    figures, success = swap_outcomes(swaps, before, after)
+    assert success.tolist() == [True, False, False]
+    assert figures["success"] == pytest.approx(1 / 3)
+    assert figures["part_took_new_colour"] == pytest.approx(2 / 3)
+    assert figures["other_attributes_kept"] == pytest.approx(2 / 3)
+    assert figures["swapped_caption_all_drawn"] == 0.0   # the first never drew the blue wing
+    assert figures["per_attribute"] == {"belly_color": {"n": 2, "success": 0.5, "part_took_new_colour": 1.0},
+                                        "wing_color": {"n": 1, "success": 0.0, "part_took_new_colour": 0.0}}
 
 
 def test_swap_voice_prefers_espeak():
@@ -86,7 +108,7 @@ def _tiny_judge(cfg, dirs, size):
     """A quick attribute judge, saved where the evaluation's cached judge goes (loaded if there)."""
     from s2i_lib.evaluation import train_attribute_judge
     from s2i_lib.evaluation.step import attribute_judge_path
-    return train_attribute_judge("toybirds", size, cfg.seed, attribute_judge_path(dirs["data"] / "cache", size, cfg.seed),
+    return train_attribute_judge(cfg.data.dataset, size, cfg.seed, attribute_judge_path(dirs["data"] / "cache", size, cfg.seed),
                                  n_images=32, epochs=1, n_heldout=8, width=4, batch_size=16, workers=1,
                                  progress=False)
 
@@ -247,7 +269,8 @@ def test_eval_interrupted_in_the_ablations_resumes_after_the_full_model(smoke_ga
         pipeline.ensure("eval", cfg, runs)
     eval_dir = pipeline.step_dir("eval", cfg, runs)
     kept = read_json(eval_dir / "model_results.json")
-    assert set(kept) == {"real test images", "S2IGAN, training voices", "S2IGAN, held-out voices"}
+    assert set(kept) == {"real test images", "real training images (FID floor)", "S2IGAN, training voices",
+                         "S2IGAN, held-out voices"}
     assert not (eval_dir / "metrics.json").exists()
 
     results = _eval_with_ablations_without_the_full_model(cfg, runs, monkeypatch)
@@ -296,7 +319,11 @@ def test_ablations_train_each_variant_with_its_change_on_the_same_judges(smoke_g
     results = read_json(eval_dir / "results.json")["results"]
     voiced = [f"{v}, {g}" for v in ("S2IGAN", "w/o dense", "w/o RS", "w/o SEN")
               for g in ("training voices", "held-out voices")]
-    assert set(results) == {"real test images", *voiced, "text-conditioned, written captions"}
+    assert set(results) == {"real test images", "real training images (FID floor)", *voiced, "text-conditioned, written captions"}
+    # the floor: as many real training images (other species) as test images, against the test images
+    floor = results["real training images (FID floor)"]
+    assert floor["n_real"] == floor["n_fake"] == len(read_dataset(runs / "smoke" / "data").split("test"))
+    assert 0 < floor["fid"] < results["S2IGAN, training voices"]["fid"]
     assert all("colour swap" in results[k] for k in voiced)
     assert "colour swap" not in results["text-conditioned, written captions"]   # no voice to re-speak
 

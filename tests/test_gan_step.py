@@ -59,3 +59,26 @@ def test_cached_views_give_what_the_extractor_gives_on_those_views(smoke_gan, on
     assert cached_view_features(off, index, extractor) is None
     other_size = dataclasses.replace(cfg, gan=dataclasses.replace(cfg.gan, stage_sizes=[32, 64, 128]))
     assert cached_view_features(other_size, index, extractor) is None
+
+
+def test_gan_seed_changes_the_gan_alone(smoke_gan, one_thread, tmp_path):
+    from s2i_lib import load_config
+    from s2i_lib.gan.step import train_gan_step
+    from s2i_lib.gan.trainer import load_generator
+    runs = smoke_gan.runs_dir
+    inputs = {s: ensure(s, smoke_gan.cfg, runs) for s in ("data", "speech", "sen")}
+
+    def first_weight(*extra):
+        cfg = load_config("smoke", smoke_gan.overrides + list(extra))
+        out = tmp_path / ("_".join(extra) or "profile")
+        train_gan_step(cfg, out, inputs)
+        return next(load_generator(out / "generator.pt").parameters()).detach()
+
+    profile, same, other = first_weight(), first_weight(f"gan.seed={smoke_gan.cfg.seed}"), first_weight("gan.seed=7")
+    assert torch.equal(profile, same)           # gan.seed = the profile's seed: the same GAN
+    assert not torch.equal(profile, other)      # another seed: another GAN
+    # the upstream steps keep their config hash (they are reused), the gan step gets its own
+    cfg7 = load_config("smoke", smoke_gan.overrides + ["gan.seed=7"])
+    assert [cfg7.step_hash(s) for s in ("data", "speech", "sen")] == \
+           [smoke_gan.cfg.step_hash(s) for s in ("data", "speech", "sen")]
+    assert cfg7.step_hash("gan") != smoke_gan.cfg.step_hash("gan")

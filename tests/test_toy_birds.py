@@ -138,3 +138,59 @@ def test_any_resolution(table, size):
     assert all(m.shape == (size, size) for m in masks.values())
     img_only = toy_birds.render(table[1], 0, size, seed=0)
     assert np.array_equal(np.asarray(img_only), np.asarray(img))
+
+
+def _plain_and_natural(table, n_classes=12, per_class=3):
+    out = {"plain": [], "natural": []}
+    for cls in table[:n_classes]:
+        for i in range(per_class):
+            for scene in out:
+                out[scene].append((cls, *toy_birds.render(cls, i, 64, seed=0, with_masks=True, scene=scene)))
+    return out
+
+
+def test_the_plain_scene_centres_the_bird_facing_right_on_a_bare_sky(table):
+    renders = _plain_and_natural(table)
+    spread = {}
+    for scene, items in renders.items():
+        centres = []
+        for cls, img, masks in items:
+            ys, xs = np.nonzero(masks["bird"])
+            centres.append(xs.mean())
+            if scene == "plain":
+                # facing right: the beak is right of the bird's centre
+                assert np.nonzero(masks["beak"])[1].mean() > xs.mean(), cls.name
+                # the sky is a bare gradient: away from the bird and the branch each row is one shade
+                a = np.asarray(img, dtype=float)
+                drawn = masks["bird"] | masks["branch"]
+                for _ in range(2):   # 2 px off every drawn edge (outlines, anti-aliasing)
+                    drawn = drawn | np.roll(drawn, 1, 0) | np.roll(drawn, -1, 0) | np.roll(drawn, 1, 1) | np.roll(drawn, -1, 1)
+                free = ~drawn
+                for row in range(0, 64, 8):
+                    px = a[row][free[row]]
+                    if len(px) > 8:
+                        assert px.std(axis=0).max() < 4.0, (cls.name, row)
+        spread[scene] = np.std(centres)
+    assert spread["plain"] < 2.0 < spread["natural"], spread
+
+
+def test_the_plain_scene_draws_the_same_species_with_the_same_part_colours(table):
+    for cls in table[:20]:
+        img, masks = toy_birds.render(cls, 0, 64, seed=0, with_masks=True, scene="plain")
+        a = np.asarray(img)
+        for attr, part in toy_birds.COLOR_PARTS.items():
+            if masks[part].sum() >= 6:
+                assert nearest(np.median(a[masks[part]], axis=0)) == cls.attributes[attr], (cls.name, attr)
+
+
+def test_the_plain_scene_keeps_small_and_large_birds_apart(table):
+    areas = {"small": [], "large": []}
+    for cls in table[:40]:
+        _, masks = toy_birds.render(cls, 1, 64, seed=0, with_masks=True, scene="plain")
+        areas[cls.attributes["size"]].append(masks["bird"].sum())
+    assert max(areas["small"]) < min(areas["large"]), areas
+
+
+def test_an_unknown_scene_is_refused(table):
+    with pytest.raises(ValueError, match="scene"):
+        toy_birds.render(table[0], 0, 64, seed=0, scene="underwater")

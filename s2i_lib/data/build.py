@@ -5,27 +5,35 @@ written atomically, so an interrupted build resumes where it stopped (finished f
 """
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 from ..progress import tqdm
 
 from ..config import Config
 from ..device import cpu_count
 from .captions import DATASETS as TOY_DATASETS  # the datasets the renderers draw and caption
+from .captions import family
 from .layout import ImageRecord, read_dataset, write_captions, write_image, write_index
 
 
-def toy_module(name: str) -> ModuleType:
-    """The renderer module of a toy dataset (``toy_birds`` or ``toy_flowers``)."""
-    if name == "toybirds":
-        from . import toy_birds as module
-    elif name == "toyflowers":
-        from . import toy_flowers as module
-    else:
+def toy_module(name: str) -> ModuleType | SimpleNamespace:
+    """The renderer module of a toy dataset (``toy_birds`` or ``toy_flowers``).
+
+    ``toybirds_plain`` is ``toy_birds`` whose ``render`` draws the plain scene (see
+    ``toy_birds.render``): the same species, attributes, parts and captions."""
+    if name not in TOY_DATASETS:
         raise ValueError(f"unknown toy dataset {name!r}; expected one of {TOY_DATASETS}")
+    if family(name) == "toybirds":
+        from . import toy_birds as module
+    else:
+        from . import toy_flowers as module
+    if name == "toybirds_plain":
+        public = {k: getattr(module, k) for k in module.__all__}
+        return SimpleNamespace(**{**public, "render": functools.partial(module.render, scene="plain")})
     return module
 
 

@@ -23,10 +23,17 @@ import numpy as np
 
 from .toy_common import make_rng
 
-__all__ = ["Caption", "make_captions", "DATASETS", "swap_colour"]
+__all__ = ["Caption", "make_captions", "DATASETS", "family", "swap_colour"]
 
-DATASETS = ("toybirds", "toyflowers")
+DATASETS = ("toybirds", "toybirds_plain", "toyflowers")
+# A variant draws the species of its family in another scene: same classes, same captions.
+_FAMILY = {"toybirds_plain": "toybirds"}
 _TAGS = {"toybirds": 0xCA7B, "toyflowers": 0xCA7F}
+
+
+def family(dataset: str) -> str:
+    """The toy dataset whose species, attributes and captions ``dataset`` shares (itself if none)."""
+    return _FAMILY.get(dataset, dataset)
 
 
 @dataclass(frozen=True)
@@ -366,8 +373,9 @@ def make_captions(dataset: str, attributes: dict[str, str], seed: int, class_id:
 
     `attributes` are the image's (= its class's) attributes, as in `ToyClass.attributes`.
     """
-    if dataset not in _TAGS:
+    if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+    dataset = family(dataset)
     say = _Say(make_rng(seed, _TAGS[dataset], class_id, index))
     sentence = _bird_sentence if dataset == "toybirds" else _flower_sentence
     out: list[Caption] = []

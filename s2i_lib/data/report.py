@@ -112,3 +112,23 @@ def part_masks_figure(dataset: str, class_id: int, index: int = 0, size: int = 1
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def scenes_figure(class_ids: list[int], index: int = 0, size: int = 64, seed: int = 0) -> plt.Figure:
+    """The same ToyBirds images in the natural scene (the ``toybirds`` profile) and in the plain
+    scene (``toybirds_plain``, the default): one column per species."""
+    from .build import toy_module
+    scenes = {"natural scene\n(toybirds)": toy_module("toybirds"), "plain scene\n(toybirds_plain)":
+              toy_module("toybirds_plain")}
+    table = toy_module("toybirds").class_table()
+    fig, axes = plt.subplots(len(scenes), len(class_ids), figsize=(1.5 * len(class_ids) + 1.2, 3.2),
+                             squeeze=False)
+    for row, (label, module) in enumerate(scenes.items()):
+        for col, cid in enumerate(class_ids):
+            ax = axes[row][col]
+            ax.imshow(module.render(table[cid], index, size=size, seed=seed))
+            ax.set_xticks([]), ax.set_yticks([])
+        axes[row][0].set_ylabel(label, fontsize=8)
+    fig.suptitle("the same species, image and pose draws, in both scenes", fontsize=9)
+    fig.tight_layout()
+    return fig

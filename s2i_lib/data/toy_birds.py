@@ -145,6 +145,7 @@ _SKIES = [
 _FOLIAGE = [(46, 96, 40), (70, 125, 50), (96, 140, 60), (40, 80, 55), (120, 150, 70), (60, 110, 80)]
 _BARK = [(92, 66, 48), (110, 84, 60), (84, 74, 66), (128, 100, 72), (70, 56, 46)]
 _OUTLINE = (28, 26, 30)
+SCENES = ("natural", "plain")
 
 
 def _background(rng: np.random.Generator, size: int) -> Image.Image:
@@ -174,6 +175,12 @@ def _background(rng: np.random.Generator, size: int) -> Image.Image:
     return soft_background(size, top, bottom, blobs, blur=rng.uniform(0.018, 0.03))
 
 
+def _plain_background(rng: np.random.Generator, size: int) -> Image.Image:
+    """One of the skies as a bare gradient: the background of the plain scene."""
+    top, bottom = _SKIES[rng.integers(len(_SKIES))]
+    return soft_background(size, top, bottom, [], blur=0.02)
+
+
 def _wing_outline(shoulder, tip, width: float, bow: float, n: int = 24):
     """Upper and lower edges (n points each, shoulder to tip) of a leaf-shaped folded wing."""
     s, t = np.asarray(shoulder), np.asarray(tip)
@@ -189,31 +196,40 @@ def _wing_outline(shoulder, tip, width: float, bow: float, n: int = 24):
     return centre + w * normal, centre - 0.85 * w * normal, u[:, 0]
 
 
-def render(cls: ToyClass, index: int, size: int, seed: int, with_masks: bool = False):
+def render(cls: ToyClass, index: int, size: int, seed: int, with_masks: bool = False, scene: str = "natural"):
     """Render image `index` of species `cls` as an RGB image of size x size pixels.
 
     Deterministic in (seed, cls.id, index, size). With `with_masks`, also returns part name -> boolean
     (size, size) mask of the visible pixels of that part (see PARTS; COLOR_PARTS maps colour attributes
     to masks).
+
+    ``scene="plain"`` draws the same species (same attributes, same captions) in an easier scene: a sky
+    without clouds or leaves, a bare branch, the bird centred, upright, facing right, in a narrower range
+    of sizes and with half the colour jitter. It is the CPU-sized default (dataset ``toybirds_plain``): a
+    GAN that trains for 20 CPU minutes spends them on the bird instead of the background.
     """
+    if scene not in SCENES:
+        raise ValueError(f"unknown scene {scene!r}; expected one of {SCENES}")
+    plain = scene == "plain"
     a = cls.attributes
     rng = make_rng(seed, _TAG, cls.id, index)
     bg_rng, colour_rng, pose_rng = (np.random.default_rng(s) for s in rng.bit_generator.seed_seq.spawn(3))
 
     # --- colours of this image
-    wing = jitter_color(a["wing_color"], colour_rng)
+    j = 0.5 if plain else 1.0
+    wing = jitter_color(a["wing_color"], colour_rng, j)
     cols = {
-        "crown": jitter_color(a["crown_color"], colour_rng),
-        "belly": jitter_color(a["belly_color"], colour_rng),
+        "crown": jitter_color(a["crown_color"], colour_rng, j),
+        "belly": jitter_color(a["belly_color"], colour_rng, j),
         "wings": wing,
-        "back": jitter_color(a["wing_color"], colour_rng, 0.4),
-        "beak": jitter_color(a["beak_color"], colour_rng),
+        "back": jitter_color(a["wing_color"], colour_rng, 0.4 * j),
+        "beak": jitter_color(a["beak_color"], colour_rng, j),
     }
     cols["head"] = cols["back"]
     cols["throat"] = cols["belly"]
     cols["tail"] = shade(wing, 0.92)
     if a["wing_bars"] != "none":
-        cols["wing_bars"] = jitter_color(a["wing_bars"], colour_rng)
+        cols["wing_bars"] = jitter_color(a["wing_bars"], colour_rng, j)
 
     # --- pose and proportions (canonical frame: facing right, y up, body centre at the origin)
     p = pose_rng
@@ -233,6 +249,9 @@ def render(cls: ToyClass, index: int, size: int, seed: int, with_masks: bool = F
     unit = S * (p.uniform(0.30, 0.345) if small else p.uniform(0.49, 0.55))
     tilt = p.uniform(-0.14, 0.14)
     flip = bool(p.random() < 0.5)
+    if plain:  # the draws above are still made, so the rest of the pose stream is the natural scene's
+        unit = S * (0.38 + 0.02 * (unit / S - 0.30) / 0.045 if small else 0.52 + 0.02 * (unit / S - 0.49) / 0.06)
+        tilt, flip = tilt * 0.25, False
     extent = np.array([[-0.84, -0.12], [-0.5, perch_y - 0.03], [0.3, perch_y - 0.03], [0.33, 0.47],
                        [0.35 + head_r + beak_len, 0.2], [0.0, 0.34]])
     probe = Placement((0.0, 0.0), unit, tilt, flip)(extent)
@@ -240,6 +259,9 @@ def render(cls: ToyClass, index: int, size: int, seed: int, with_masks: bool = F
     margin = 0.04 * S
     cx = p.uniform(margin - lo[0], max(margin - lo[0], S - margin - hi[0]))
     cy = p.uniform(margin - lo[1], max(margin - lo[1], S - 0.1 * S - hi[1]))
+    if plain:  # centred in the room the bird leaves, give or take 2 % of the frame
+        cx = (margin - lo[0] + max(margin - lo[0], S - margin - hi[0])) / 2 + (cx / S - 0.5) * 0.04 * S
+        cy = (margin - lo[1] + max(margin - lo[1], S - 0.1 * S - hi[1])) / 2 + (cy / S - 0.5) * 0.04 * S
     place = Placement((cx, cy), unit, tilt, flip)
 
     cv = LabelCanvas(size)
@@ -259,7 +281,7 @@ def render(cls: ToyClass, index: int, size: int, seed: int, with_masks: bool = F
     cv.stroke(branch, cv.label(shade(bark, 0.6), "branch"), b_w + ow)
     cv.stroke(branch, lab_branch, b_w)
     cv.stroke(branch - np.array([0, b_w * 0.2]), cv.label(shade(bark, 1.2), "branch"), b_w * 0.25)
-    for _ in range(p.integers(0, 4)):  # a few leaves on the branch, away from the bird
+    for _ in range(0 if plain else p.integers(0, 4)):  # a few leaves on the branch, away from the bird
         t = p.uniform(-1, 1) * S * 0.5
         if abs(t) < unit * 0.7:
             continue
@@ -357,7 +379,7 @@ def render(cls: ToyClass, index: int, size: int, seed: int, with_masks: bool = F
     rows = np.clip((np.arange(S) - top) / max(1.0, bottom - top), 0, 1)
     shading = 1.06 - 0.16 * rows
 
-    img = cv.compose(_background(bg_rng, size), shading)
+    img = cv.compose(_plain_background(bg_rng, size) if plain else _background(bg_rng, size), shading)
     if not with_masks:
         return img
     masks = cv.masks({"bird": ["crown", "belly", "wings", "wing_bars", "beak", "back", "head", "throat",

@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from ..artifacts import atomic_path, load_checkpoint, saved_state_for
 from ..device import precision
 from ..data.build import TOY_DATASETS, toy_module
+from ..data.captions import family
 from ..data.toy_common import ToyClass
 from ..data.torch_datasets import load_size_for
 from ..progress import tqdm
@@ -78,7 +79,7 @@ def random_attribute_classes(dataset: str, n: int, seed: int, id_offset: int = T
     for i in range(n):
         while True:
             a = {k: str(v[rng.integers(len(v))]) for k, v in module.ATTRIBUTES.items()}
-            if all(a[x] != a[y] for x, y in MUST_DIFFER[dataset]):
+            if all(a[x] != a[y] for x, y in MUST_DIFFER[family(dataset)]):
                 break
         classes.append(ToyClass(id=id_offset + i, name=f"random_{id_offset + i}", split="train", attributes=a))
     return classes
@@ -86,7 +87,7 @@ def random_attribute_classes(dataset: str, n: int, seed: int, id_offset: int = T
 
 def read_parts(dataset: str) -> dict[str, str]:
     """Attribute -> the part the judge reads it from: the colours (``COLOR_PARTS``) and some shapes."""
-    return {**toy_module(dataset).COLOR_PARTS, **SHAPE_PARTS[dataset]}
+    return {**toy_module(dataset).COLOR_PARTS, **SHAPE_PARTS[family(dataset)]}
 
 
 def part_names(dataset: str) -> list[str]:

@@ -376,6 +376,38 @@ def drawn_by_snapshot(cfg, gan_dir: str | Path, runs_dir: str | Path | None = No
     return pd.DataFrame(rows).set_index(["iteration", "captions"]).round(3)
 
 
+def fid_by_snapshot(cfg, gan_dir: str | Path, runs_dir: str | Path | None = None) -> dict[int, float]:
+    """FID against the real test images of every EMA snapshot of a GAN run folder, as the eval step
+    computes it: one image per test image from one of its captions (training voices), the same
+    noise rows. Iteration -> FID. Costs one generation and one Inception pass of the test split
+    per snapshot (~1 min for 1000 images on 2 cores)."""
+    from .. import pipeline
+    from ..data.layout import read_dataset
+    from ..device import select_device
+    from ..gan.trainer import load_generator
+    from ..inference import SpeechToImage, load_speech_encoder
+    from . import fid
+    from .step import GROUPS, instruments, test_queries
+
+    snapshots = sorted(Path(gan_dir).glob("checkpoints/generator_ema_*.pt"))
+    if not snapshots:
+        raise FileNotFoundError(f"no checkpoints/generator_ema_*.pt in {gan_dir}: train the GAN first")
+    device = select_device(cfg.device, cfg.precision)
+    data_dir, sen_dir = (pipeline.step_dir(s, cfg, runs_dir) for s in ("data", "sen"))
+    test = read_dataset(data_dir).split("test")
+    real = instruments(cfg, data_dir, cfg.gan.stage_sizes[-1]).real_features
+    queries = test_queries(pipeline.step_dir("speech", cfg, runs_dir),
+                           load_array(sen_dir / "embeddings" / "speech_test.npy"), test)[GROUPS[0]]
+    one = queries.one_per_image(len(test), cfg.seed)
+    speech_encoder = load_speech_encoder(sen_dir, device)
+    out = {}
+    for path in snapshots:
+        s2i = SpeechToImage(speech_encoder, load_generator(path, device), cfg, device)
+        images = s2i.generate_each(queries.embeddings[one], seed=cfg.seed)
+        out[int(path.stem.rsplit("_", 1)[1])] = round(fid.fid_from_features(real, fid.inception_features(images)), 2)
+    return out
+
+
 def resolution_ladder(size: int) -> list[int]:
     """The resolutions ``attribute_accuracy_references`` sees real images through: the image size,
     then 1/2, 3/8, 1/4, 3/16 and 1/8 of it (64 px: 64, 32, 24, 16, 12, 8)."""

@@ -115,6 +115,9 @@ class Instruments:
     real_features: np.ndarray        # (N, 2048)
     is_classifier: object
     attribute_judge: object | None
+    # FID and KID of as many real training images (other species, drawn with the seed) against the
+    # real test images: the floor a generator of this dataset can reach
+    floor: dict | None = None
 
     def report(self) -> dict:
         return {"is_classifier": self.is_classifier.report,
@@ -136,7 +139,24 @@ def instruments(cfg: Config, data_dir: str | Path, size: int) -> Instruments:
                                         cache / f"is_features_{size}_seed{cfg.seed}.npy")
     real_features = fid.cached_features(real, test_features_path(cache, size), progress=True)
     judge = cached_attribute_judge(cfg, data_dir, size) if cfg.data.dataset in TOY_DATASETS else None
-    return Instruments(real, real_features, is_classifier, judge)
+    return Instruments(real, real_features, is_classifier, judge, fid_floor(cfg, index, real_features, size))
+
+
+def fid_floor(cfg: Config, index, real_features: np.ndarray, size: int) -> dict | None:
+    """FID and KID of real training images against the real test images, as many of each (drawn
+    with ``cfg.seed``): how far two sets of *real* images of different species are. A generator
+    of the test species is measured against the same test images, so this is its floor."""
+    from . import fid
+    train = index.split("train")
+    n = min(len(train), len(real_features))
+    if n < 2:
+        return None
+    pick = np.sort(np.random.default_rng(np.random.SeedSequence([int(cfg.seed), 0xF1D])).choice(
+        len(train), n, replace=False))
+    images = np.asarray(image_cache(index, "train", size))[pick]
+    feats = fid.cached_features(images, Path(index.root) / "cache" /
+                                f"inception_train_{size}_{n}_seed{cfg.seed}.npy", progress=True)
+    return fid.fid_and_kid(real_features, feats, seed=cfg.seed)
 
 
 def data_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
@@ -161,6 +181,7 @@ def data_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
     figures["instruments"] = {
         "size": size, "time_s": round(time.perf_counter() - t0, 1),
         "is_classifier_heldout_accuracy": round(built.is_classifier.report["heldout_accuracy"], 4),
+        "fid_floor": None if built.floor is None else round(built.floor["fid"], 2),
         # on held-out rendered images, the attribute it reads worst
         "attribute_judge_lowest_heldout_accuracy": (
             None if judge is None else round(min(judge["heldout_rendered"]["per_attribute"].values()), 4))}
@@ -284,15 +305,33 @@ def run_colour_swaps(s2i: SpeechToImage, judge, swaps: list[dict], voice: str, s
     swapped_said = [s2i.speak_with_prosody_of(s["swapped"], voice, s["caption"], seed) for s in swaps]
     original = s2i.generate_each(embed(said), seed=seed)
     swapped = s2i.generate_each(embed(swapped_said), seed=seed)   # the same noise, row by row
-    before, after = judge.predict(original), judge.predict(swapped)
+    figures, success = swap_outcomes(swaps, judge.predict(original), judge.predict(swapped))
+    return {"voice": voice, **figures}, {"original": original, "swapped": swapped, "success": success}
+
+
+def swap_outcomes(swaps: list[dict], before: list[dict], after: list[dict]) -> tuple[dict, np.ndarray]:
+    """Score colour swaps from the judge's readings of the original (``before``) and the swapped
+    (``after``) images: success = the part took the new colour and every other mentioned attribute
+    reads as it did before. Overall and per swapped attribute; returns (figures, success per swap)."""
     changed = np.array([a[s["attribute"]] == s["new"] for s, a in zip(swaps, after)])
-    kept = np.array([all(a[k] == v for k, v in s["mentions"].items() if k != s["attribute"])
-                     for s, a in zip(swaps, after)])
+    # "kept": the judge reads every other mentioned attribute of the swapped image as it read it in
+    # the original one (the word changed one part, nothing else)
+    kept = np.array([all(a[k] == b[k] for k in s["mentions"] if k != s["attribute"])
+                     for s, a, b in zip(swaps, after, before)])
     was_right = np.array([b[s["attribute"]] == s["old"] for s, b in zip(swaps, before)])
-    figures = {"voice": voice, "n": len(swaps), "success": float(np.mean(changed & kept)),
+    # the stricter reading: the swapped image draws everything its caption says
+    as_said = np.array([all(a[k] == v for k, v in s["mentions"].items() if k != s["attribute"])
+                        for s, a in zip(swaps, after)]) & changed
+    success = changed & kept
+    attrs = np.array([s["attribute"] for s in swaps])
+    figures = {"n": len(swaps), "success": float(np.mean(success)),
                "part_took_new_colour": float(changed.mean()), "other_attributes_kept": float(kept.mean()),
-               "part_had_old_colour_before": float(was_right.mean())}
-    return figures, {"original": original, "swapped": swapped, "success": changed & kept}
+               "part_had_old_colour_before": float(was_right.mean()),
+               "swapped_caption_all_drawn": float(as_said.mean()),
+               "per_attribute": {a: {"n": int((attrs == a).sum()), "success": float(success[attrs == a].mean()),
+                                     "part_took_new_colour": float(changed[attrs == a].mean())}
+                                 for a in sorted(set(attrs.tolist()))}}
+    return figures, success
 
 
 # -------------------------------------------------------------------------------------- step
@@ -348,6 +387,8 @@ def evaluate_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
         ref = groups[GROUPS[0]]
         results = {"real test images": image_metrics(judges, real[ref.image_pos], ref,
                                                      ref.one_per_image(len(test), cfg.seed), test, cfg, real=True)}
+        if judges.instruments.floor is not None:   # the FID a generator of these species can reach
+            results["real training images (FID floor)"] = dict(judges.instruments.floor)
         s2i = SpeechToImage.from_dirs(cfg, inputs["sen"], inputs["gan"], device)
         for group, figures in evaluate_model(s2i, groups, judges, test, cfg, out_dir, "S2IGAN").items():
             results[f"S2IGAN, {group}"] = figures

@@ -11,11 +11,11 @@ Deviation (``gan.d_projection``, on in the CPU profiles, off in the paper profil
 logit also gets a projection term (Miyato & Koyama, "cGANs with Projection Discriminator", 2018),
 ``<W mu, mean-pooled code>``, an inner product between the condition and the image code. The
 concatenation head has to learn the match between ``mu`` and the image through a conv layer, which
-takes many iterations; the inner product states it directly. On the default profile (ToyBirds,
-64 px), after 400 iterations the attribute judge found 0.324 of the mentioned attributes drawn on
+takes many iterations; the inner product states it directly. On the full ToyBirds scenes (the
+``toybirds`` profile, 64 px), after 400 iterations the attribute judge found 0.324 of the mentioned attributes drawn on
 training captions (0.341 on test captions) with it against 0.275 (0.269) without: about what the
 original heads reached after 1000 iterations. It is an early lift, not a higher ceiling: 0.331 at
-750 iterations, 0.318 at 650 (the evaluation's figures; README, "Results on the default profile").
+750 iterations, 0.318 at 650 (the evaluation's figures; docs/experiments.md).
 
 The original ends both heads with a sigmoid and uses ``nn.BCELoss``. Here ``forward`` returns the
 logits and the losses use ``binary_cross_entropy_with_logits``: the same function, numerically safe,

@@ -125,14 +125,14 @@ def cached_view_features(cfg: Config, index, extractor: SenImageFeatures) -> tor
 
 
 def train_gan_step(cfg: Config, out_dir: Path, inputs: dict[str, Path],
-                   embeddings: np.ndarray | None = None, gan_seed: int | None = None) -> dict:
+                   embeddings: np.ndarray | None = None) -> dict:
     """Work function of the ``gan`` step (see ``s2i_lib.pipeline``). ``embeddings`` (N, n_captions,
     D) replaces the SEN's (the evaluation's "w/o SEN" ablation passes those of an untrained encoder).
-    ``gan_seed`` replaces ``cfg.seed`` in the GAN's own randomness only (initialisation, noise,
-    batches, augmentation), not in what the SEN step made (the RS's cached views): a second seed of
-    the same GAN on the same upstream steps (``benchmarks/bench_gan_quality.py --gan-seed``)."""
+    ``gan.seed`` (when set) replaces ``cfg.seed`` in the GAN's own randomness only (initialisation,
+    noise, batches, augmentation), not in what the SEN step made (the RS's cached views): a second
+    seed of the same GAN on the same upstream steps (``--set gan.seed=1``)."""
     device = select_device(cfg.device, cfg.precision)
-    seed = cfg.seed if gan_seed is None else int(gan_seed)
+    seed = cfg.seed if cfg.gan.seed is None else cfg.gan.seed
     g = cfg.gan
     index = read_dataset(inputs["data"])
     train = index.split("train")
