@@ -63,6 +63,20 @@ def test_a_swap_succeeds_when_the_part_takes_the_new_colour_and_the_rest_reads_a
                                         "wing_color": {"n": 1, "success": 0.0, "part_took_new_colour": 0.0}}
 
 
+def test_per_part_table_gives_each_attribute_and_each_swapped_part_a_column():
+    from s2i_lib.evaluation.report import per_part_table
+    results = {"real test images": {"attribute accuracy per attribute": {"size": 1.0, "wing_color": 0.9}},
+               "real training images (FID floor)": {"fid": 14.0},
+               "model, voices": {"attribute accuracy per attribute": {"size": 0.5, "wing_color": 0.25},
+                                 "colour swap": {"success": 0.1, "per_attribute": {
+                                     "wing_color": {"n": 4, "success": 0.25, "part_took_new_colour": 0.5}}}}}
+    table = per_part_table(results)
+    assert list(table.index) == ["real test images", "model, voices"]       # the floor has neither
+    assert table.loc["model, voices", "drawn: wing_color"] == 0.25
+    assert table.loc["model, voices", "swap: wing_color"] == 0.25
+    assert np.isnan(table.loc["real test images", "swap: wing_color"])
+
+
 def test_swap_voice_prefers_espeak():
     assert swap_voice(["piper:joe", "espeak:en-us"]) == "espeak:en-us"
     assert swap_voice(["piper:joe"]) == "piper:joe"

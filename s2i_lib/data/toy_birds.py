@@ -205,8 +205,8 @@ def render(cls: ToyClass, index: int, size: int, seed: int, with_masks: bool = F
 
     ``scene="plain"`` draws the same species (same attributes, same captions) in an easier scene: a sky
     without clouds or leaves, a bare branch, the bird centred, upright, facing right, in a narrower range
-    of sizes and with half the colour jitter. It is the CPU-sized default (dataset ``toybirds_plain``): a
-    GAN that trains for 20 CPU minutes spends them on the bird instead of the background.
+    of sizes and with half the colour jitter. It is the CPU-sized default (dataset ``toybirds_plain``;
+    notebook 01 says why).
     """
     if scene not in SCENES:
         raise ValueError(f"unknown scene {scene!r}; expected one of {SCENES}")
@@ -249,7 +249,7 @@ def render(cls: ToyClass, index: int, size: int, seed: int, with_masks: bool = F
     unit = S * (p.uniform(0.30, 0.345) if small else p.uniform(0.49, 0.55))
     tilt = p.uniform(-0.14, 0.14)
     flip = bool(p.random() < 0.5)
-    if plain:  # the draws above are still made, so the rest of the pose stream is the natural scene's
+    if plain:  # the natural scene's draws, narrowed: small 0.38-0.40, large 0.52-0.54 of the frame
         unit = S * (0.38 + 0.02 * (unit / S - 0.30) / 0.045 if small else 0.52 + 0.02 * (unit / S - 0.49) / 0.06)
         tilt, flip = tilt * 0.25, False
     extent = np.array([[-0.84, -0.12], [-0.5, perch_y - 0.03], [0.3, perch_y - 0.03], [0.33, 0.47],

@@ -102,6 +102,20 @@ def plot_metrics(table: pd.DataFrame) -> plt.Figure:
     return fig
 
 
+def per_part_table(results: dict) -> pd.DataFrame:
+    """Per model and query group: the attribute judge's accuracy on each attribute the captions
+    mention ("drawn: ...") and, where there is a colour swap, its success per swapped part ("swap:
+    ..."). The rows of ``results`` without either (the FID floor) are left out."""
+    rows = {}
+    for name, figures in results.items():
+        row = {f"drawn: {a}": v for a, v in (figures.get("attribute accuracy per attribute") or {}).items()}
+        swap = figures.get("colour swap") or {}
+        row.update({f"swap: {a}": d["success"] for a, d in (swap.get("per_attribute") or {}).items()})
+        if row:
+            rows[name] = row
+    return pd.DataFrame(rows).T.astype(float).round(3)
+
+
 def load_results(eval_dir: str | Path) -> dict:
     return read_json(Path(eval_dir) / "results.json")
 
