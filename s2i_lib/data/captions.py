@@ -340,6 +340,39 @@ def _flower_sentence(say: _Say, mention: dict[str, str]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# The words that say an attribute, by kind: what notebook 02 asks the speech encoder's attention about.
+# Every other word of a caption (articles, verbs, "bird", "flower", colour shades) is "other".
+
+_COLOUR_WORDS = frozenset(_COLOR_MODIFIERS)
+ATTRIBUTE_WORDS: dict[str, dict[str, frozenset[str]]] = {
+    "toybirds": {
+        "colour": _COLOUR_WORDS,
+        "part": frozenset({"crown", "cap", "belly", "breast", "underside", "chest", "wings", "wing", "feathers",
+                           "back", "bars", "wingbars", "beak", "bill"}),
+        "size or shape": frozenset(w for ws in (*_BIRD_SIZE.values(), *_BEAK_LEN.values()) for w in ws),
+    },
+    "toyflowers": {
+        "colour": _COLOUR_WORDS,
+        "part": frozenset({"petals", "center", "centers", "middle", "middles", "disk", "disks"}),
+        "size or shape": frozenset(word for ws in (*_FLOWER_SIZE.values(), *_SHAPE.values()) for w in ws
+                                   for word in w.split()),
+        "count": frozenset({"one", "single", "two", "three", "five", "six", "eight", "twelve"}),
+    },
+}
+
+
+def word_kind(word: str, dataset: str) -> str:
+    """"colour", "part", "size or shape", "count" (flowers) or "other": what a word of a ``dataset``
+    caption says. Every word of a real dataset's captions (CUB, Oxford) is "other": their
+    vocabulary is open."""
+    w = word.lower().strip(".,;:!?'\"")
+    for kind, words in ATTRIBUTE_WORDS.get(family(dataset), {}).items():   # real datasets: no vocabulary
+        if w in words:
+            return kind
+    return "other"
+
+
+# ---------------------------------------------------------------------------------------------------------
 
 _WEIGHTS = {
     "toybirds": {"crown_color": 1.0, "belly_color": 1.2, "wing_color": 1.2, "beak_color": 0.8,

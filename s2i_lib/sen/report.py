@@ -198,3 +198,42 @@ def probe_table(cfg, data_dir: str | Path, sen_dir: str | Path) -> pd.DataFrame:
     table["chance (most frequent value)"] = [
         pd.Series([str(r.attributes[a]) for r in test]).value_counts(normalize=True).iloc[0] for a in table.index]
     return table.round(3)
+
+
+KIND_COLOURS = {"colour": "tab:red", "part": "tab:blue", "size or shape": "tab:green", "count": "tab:purple"}
+
+
+def plot_listening(heard, dataset: str) -> plt.Figure:
+    """One utterance: its log-mel features with the words said, and under them the encoder's
+    attention over time (averaged over feature dimensions, and where the dimensions peak). Words
+    that say an attribute are shaded by kind. ``heard``: a ``word_attention.Listening``."""
+    from ..data.captions import word_kind
+    fig, (ax_mel, ax_att) = plt.subplots(2, 1, figsize=(11, 5), sharex=True,
+                                         gridspec_kw={"height_ratios": [1, 1.2]})
+    hop = heard.centres_s[1] - heard.centres_s[0] if len(heard.centres_s) > 1 else 0.04
+    duration = len(heard.features) * hop / 4
+    ax_mel.imshow(heard.features.T, origin="lower", aspect="auto", cmap="magma",
+                  extent=(0, duration, 0, heard.features.shape[1]))
+    ax_mel.set(ylabel="mel bin")
+    fig.suptitle(f'"{heard.text}"', fontsize=10)
+    uniform = 1 / len(heard.weights)
+    ax_att.plot(heard.centres_s, heard.weights / uniform, color="black", label="attention (mean over dimensions)")
+    ax_att.bar(heard.centres_s, heard.peaks / uniform, width=hop * 0.9, color="grey", alpha=0.5,
+               label="dimensions peaking at this frame")
+    ax_att.axhline(1, ls=":", color="grey")
+    ax_att.set(xlabel="time (s)", ylabel="x uniform", ylim=(0, None))
+    for w in heard.words:
+        kind = word_kind(w.word, dataset)
+        for ax in (ax_mel, ax_att):
+            ax.axvline(w.start_s, color="white" if ax is ax_mel else "lightgrey", lw=0.6)
+            if kind in KIND_COLOURS:
+                ax.axvspan(w.start_s, w.end_s, color=KIND_COLOURS[kind], alpha=0.18 if ax is ax_att else 0.0)
+        ax_mel.text((w.start_s + w.end_s) / 2, heard.features.shape[1] * 1.02, w.word, ha="center",
+                    va="bottom", fontsize=8, rotation=40, color=KIND_COLOURS.get(kind, "black"))
+    kinds = [k for k in KIND_COLOURS if any(word_kind(w.word, dataset) == k for w in heard.words)]
+    first = ax_att.legend(loc="upper left", fontsize=8)
+    ax_att.add_artist(first)
+    ax_att.legend([plt.Rectangle((0, 0), 1, 1, color=KIND_COLOURS[k], alpha=0.3) for k in kinds], kinds,
+                  loc="upper right", fontsize=8, title="words saying a")
+    fig.tight_layout()
+    return fig

@@ -6,6 +6,7 @@ original), a bidirectional GRU, feature-wise additive attention pooling, L2 norm
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -85,12 +86,15 @@ class AttentionPooling(nn.Module):
         nn.init.orthogonal_(self.w1.weight)
         nn.init.orthogonal_(self.w2.weight)
 
-    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """h: (B, T, dim); mask: (B, T) bool, True at real frames -> (B, dim)."""
+    def weights(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """alpha: (B, T, dim), summing to 1 over the real frames of every feature dimension."""
         scores = self.w2(torch.tanh(self.w1(h)))
         scores = scores.masked_fill(~mask.unsqueeze(-1), float("-inf"))
-        alpha = torch.softmax(scores, dim=1)
-        return (alpha * h).sum(dim=1)
+        return torch.softmax(scores, dim=1)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """h: (B, T, dim); mask: (B, T) bool, True at real frames -> (B, dim)."""
+        return (self.weights(h, mask) * h).sum(dim=1)
 
 
 class SpeechEncoder(nn.Module):
@@ -127,6 +131,18 @@ class SpeechEncoder(nn.Module):
                    gru_layers=cfg.gru_layers, attention_hidden=cfg.attention_hidden)
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor | list[int]) -> torch.Tensor:
+        h, mask = self._frames(feats, lengths)
+        return F.normalize(self.attention(h, mask), p=2, dim=1)
+
+    def attention_weights(self, feats: torch.Tensor, lengths: torch.Tensor | list[int]) -> torch.Tensor:
+        """(B, T2, dim): the attention pooling's weights, each feature dimension's summing to 1
+        over the real output frames (padded frames get 0). Output frame ``j`` sees input frames
+        ``4j .. 4j + 15`` (``frame_centres_s`` gives its centre)."""
+        h, mask = self._frames(feats, lengths)
+        return self.attention.weights(h, mask)
+
+    def _frames(self, feats: torch.Tensor, lengths: torch.Tensor | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The GRU's output frames (B, T2, dim) and their mask (B, T2), True at real frames."""
         if feats.dim() != 3 or feats.shape[-1] != self.n_mels:
             raise ValueError(f"expected features (B, T, {self.n_mels}), got {tuple(feats.shape)}")
         lengths = torch.as_tensor(lengths).detach().to("cpu", torch.int64)
@@ -145,8 +161,15 @@ class SpeechEncoder(nn.Module):
         out_lengths = conv_output_lengths(lengths).to(x.device)
         h = self.gru(x, out_lengths)
         mask = torch.arange(x.shape[1], device=x.device).unsqueeze(0) < out_lengths.unsqueeze(1)
-        e = self.attention(h, mask)
-        return F.normalize(e, p=2, dim=1)
+        return h, mask
+
+
+def frame_centres_s(n_frames: int, hop_s: float = 0.01) -> np.ndarray:
+    """Centre time (s) of each of the encoder's output frames: frame ``j`` covers input frames
+    ``4j .. 4j + 15`` (two convolutions of width 6, stride 2), and input frame ``i`` is centred on
+    ``i * hop`` (the features are computed with ``center=True``)."""
+    span = (CONV_KERNEL - 1) * (1 + CONV_STRIDE)            # 15 input frames from first to last
+    return (np.arange(n_frames) * CONV_STRIDE ** 2 + span / 2) * hop_s
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:

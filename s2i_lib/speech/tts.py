@@ -21,6 +21,9 @@ Piper with ``noise_scale > 0`` samples noise inside the ONNX graph that cannot b
 eSpeak NG's output depends slightly on what the process spoke before (about 1 % of the length) and
 its breathy variants (+f1..f5) add noise; so waveforms can differ a little between runs with the same
 parameters. The WAV cache makes a resumed run keep the waveforms already written.
+
+eSpeak NG also says when each word starts (``ESpeakSynthesizer.synthesize_with_words``): notebook 02
+lays the speech encoder's attention over those words.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ import json
 import os
 import threading
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -241,6 +245,51 @@ _SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short),
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _ESPEAK_CHARS_UTF8 = 1
 _ESPEAK_RATE, _ESPEAK_VOLUME, _ESPEAK_PITCH, _ESPEAK_RANGE = 1, 2, 3, 4
+_EVENT_LIST_TERMINATED, _EVENT_WORD, _EVENT_END = 0, 1, 5
+
+
+class _ESpeakEvent(ctypes.Structure):
+    """``espeak_EVENT`` of speak_lib.h: positions in characters (1-based) and in ms of output audio."""
+    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint),
+                ("text_position", ctypes.c_int), ("length", ctypes.c_int),
+                ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+                ("user_data", ctypes.c_void_p), ("id", ctypes.c_char * 8)]
+
+
+@dataclass(frozen=True)
+class SpokenWord:
+    """A word of a synthesized utterance and when it is said (seconds from the start)."""
+    word: str
+    start_s: float
+    end_s: float
+
+
+def _word_spans(text: str, events: list[tuple[int, int, int, int]], audio: np.ndarray,
+                sample_rate: int, frame_s: float = 0.01, silence: float = 0.02) -> list[SpokenWord]:
+    """Words from eSpeak's events ``(type, text position, length, audio ms)``.
+
+    eSpeak says when a word *starts*; it ends where the next word (or the clause's end) starts, less
+    the pause before it: the end is moved back to the last 10 ms frame louder than ``silence`` times
+    the utterance's loudest frame, so that a pause after a comma is not counted as the word's.
+    """
+    hop = max(1, int(round(frame_s * sample_rate)))
+    n = len(audio) // hop
+    rms = np.sqrt((audio[:n * hop].reshape(n, hop).astype(np.float64) ** 2).mean(axis=1)) if n else np.zeros(0)
+    loud = rms > silence * (rms.max() if n else 0.0)
+    marks = [(t, pos, length, ms / 1000.0) for t, pos, length, ms in events if t in (_EVENT_WORD, _EVENT_END)]
+    words = []
+    for i, (t, pos, length, start) in enumerate(marks):
+        if t != _EVENT_WORD:
+            continue
+        end = marks[i + 1][3] if i + 1 < len(marks) else len(audio) / sample_rate
+        first, last = int(start / frame_s), min(n, int(np.ceil(end / frame_s)))
+        voiced = np.flatnonzero(loud[first:last])
+        if len(voiced):
+            end = min(end, float(first + voiced[-1] + 1) * frame_s)
+        # eSpeak counts characters of the UTF-8 text from 1
+        words.append(SpokenWord(text[pos - 1:pos - 1 + length], round(float(start), 3),
+                                float(round(max(end, start), 3))))
+    return words
 
 
 class _ESpeakEngine:
@@ -279,18 +328,34 @@ class _ESpeakEngine:
                                f"data folder {espeakng_loader.get_data_path()}")
         self.lib, self.sample_rate = lib, rate
         self._chunks: list[np.ndarray] = []
+        self._events: list[tuple[int, int, int, int]] = []
         self._callback = _SYNTH_CALLBACK(self._on_audio)  # keep a reference: C holds the pointer
         lib.espeak_SetSynthCallback(self._callback)
         self._voice: str | None = None
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()   # synthesize_with_words holds it around synthesize
 
     def _on_audio(self, wav, n: int, events) -> int:
         if n > 0 and wav:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+        if events:  # a list ended by a LIST_TERMINATED event
+            ev = ctypes.cast(events, ctypes.POINTER(_ESpeakEvent))
+            i = 0
+            while ev[i].type != _EVENT_LIST_TERMINATED:
+                e = ev[i]
+                self._events.append((e.type, e.text_position, e.length, e.audio_position))
+                i += 1
         return 0  # 0 = continue
+
+    def synthesize_with_words(self, voice_name: str, text: str, params: dict) -> tuple[np.ndarray, list[SpokenWord]]:
+        """(audio at the engine's rate, the words with their times) of one utterance."""
+        with self.lock:
+            audio = self.synthesize(voice_name, text, params)
+            events, self._events = self._events, []
+        return audio, _word_spans(text, events, audio, self.sample_rate)
 
     def synthesize(self, voice_name: str, text: str, params: dict) -> np.ndarray:
         with self.lock:
+            self._events = []
             if voice_name != self._voice:
                 err = self.lib.espeak_SetVoiceByName(voice_name.encode("utf-8"))
                 if err != 0:
@@ -323,6 +388,12 @@ class ESpeakSynthesizer(Synthesizer):
 
     def _synthesize(self, text: str, params: dict) -> tuple[np.ndarray, int]:
         return self._engine.synthesize(self.name, text, params), self._engine.sample_rate
+
+    def synthesize_with_words(self, text: str, params: dict | None = None) -> tuple[np.ndarray, list[SpokenWord]]:
+        """The audio of ``synthesize`` and when each word is said, from eSpeak's word events
+        (times do not change with the sample rate)."""
+        audio, words = self._engine.synthesize_with_words(self.name, text, params or {})
+        return to_sample_rate(audio, self._engine.sample_rate, self.sample_rate), words
 
 
 # -------------------------------------------------------------------------------------- Tacotron2
