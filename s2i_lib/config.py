@@ -197,8 +197,30 @@ class SenConfig:
     # side of the square the images are resized to before the backbone; null = its native size
     # (224 EfficientNet, 299 Inception). 64 px toy images lose nothing at 128 and cost ~8x less.
     backbone_input_size: int | None = None
+    # Listening tests after training (s2i_lib/speech/listening.py), on `listening_captions` test
+    # captions: spoken by each of `listening_voices` (other accents, a neural voice), and by the
+    # first eSpeak training voice clean and under each of `listening_degradations`
+    # (noise_10db, reverb, telephone). Not in the paper: a measurement only, training is unchanged.
+    listening_voices: list[str] = field(default_factory=list)
+    listening_degradations: list[str] = field(default_factory=list)
+    listening_captions: int = 500
 
     def validate(self, p: str) -> None:
+        from .speech.listening import DEGRADATIONS
+        from .speech.tts import UnknownVoiceError, parse_voice
+        for v in self.listening_voices:
+            try:
+                parse_voice(v)
+            except UnknownVoiceError as e:
+                _fail(f"{p}.listening_voices", v, str(e))
+        _check(len(set(self.listening_voices)) == len(self.listening_voices), f"{p}.listening_voices",
+               self.listening_voices, "lists a voice twice")
+        for d in self.listening_degradations:
+            _check(d in DEGRADATIONS, f"{p}.listening_degradations", d, f"must be one of {', '.join(DEGRADATIONS)}")
+        _check(len(set(self.listening_degradations)) == len(self.listening_degradations),
+               f"{p}.listening_degradations", self.listening_degradations, "lists a degradation twice")
+        _check(self.listening_captions >= 2, f"{p}.listening_captions", self.listening_captions,
+               "must be at least 2")
         _check(self.gru_hidden >= 1, f"{p}.gru_hidden", self.gru_hidden, "must be positive")
         _check(self.gru_layers >= 1, f"{p}.gru_layers", self.gru_layers, "must be positive")
         _check(self.attention_hidden >= 1, f"{p}.attention_hidden", self.attention_hidden,

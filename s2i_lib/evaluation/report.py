@@ -488,3 +488,20 @@ def plot_references(examples: np.ndarray, names: list[str]) -> plt.Figure:
         axes[0, j].set_title("\n".join(_wrap(name, 14)), fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def listening_table(results: dict) -> pd.DataFrame:
+    """Attribute accuracy of the images generated from each query group: the training and held-out
+    voices (every test caption) and the sen step's listening tests (captions of some test images,
+    ``listening`` of results.json), with each group's difference from the training voices."""
+    rows = {name.removeprefix("S2IGAN, "): figures for name, figures in results["results"].items()
+            if name.startswith("S2IGAN, ") and "attribute accuracy" in figures}
+    rows.update(results.get("listening") or {})
+    table = pd.DataFrame({name: {"attribute accuracy": f["attribute accuracy"],
+                                 **{a: f["attribute accuracy per attribute"].get(a)
+                                    for a in ("belly_color", "wing_color", "size")
+                                    if a in f["attribute accuracy per attribute"]}}
+                          for name, f in rows.items()}).T.astype(float)
+    if "training voices" in table.index:
+        table.insert(1, "vs training voices", table["attribute accuracy"] - table.loc["training voices", "attribute accuracy"])
+    return table.round(3)

@@ -12,6 +12,10 @@ generates one image per utterance (noise row i from ``eval`` seed and i), then m
   generated with the same noise; success = the judge sees the new colour on that part and every
   other mentioned attribute unchanged.
 
+The listening tests of the ``sen`` step (other accents, a neural voice, degraded audio: captions
+of some test images, ``speech/listening.py``) get the attribute accuracy of their generated images,
+in ``listening`` of results.json.
+
 The real test images get the same measurements where they apply (IS, R-precision, attribute
 accuracy): the ceiling each number can reach here. With ``eval.ablations`` the step also trains and
 evaluates the ablated models (``ablations.py``) and puts them in the same table.
@@ -26,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..artifacts import atomic_path, atomic_write_json, json_once, load_array
+from ..artifacts import atomic_path, atomic_write_json, json_once, load_array, read_json
 from ..config import Config
 from ..data.build import TOY_DATASETS, toy_module
 from ..data.captions import swap_colour
@@ -83,6 +87,36 @@ def test_queries(speech_dir: Path, embeddings: np.ndarray, records: list[ImageRe
             out[name] = QueryGroup(embeddings[mask], pos[mask], store.caption_index[rows][mask],
                                     [store.voices[r] for r in rows[mask]])
     return out
+
+
+def listening_queries(sen_dir: Path) -> dict[str, QueryGroup]:
+    """The sen step's listening tests (``listening.json`` and one embedding file per group)."""
+    emb_dir = Path(sen_dir) / "embeddings"
+    if not (emb_dir / "listening.json").exists():
+        return {}
+    index = read_json(emb_dir / "listening.json")
+    pos, cap = np.asarray(index["image_pos"], np.int64), np.asarray(index["caption_index"], np.int64)
+    out = {}
+    for name, group in index["groups"].items():
+        emb = load_array(emb_dir / "listening" / Path(group["file"]).name)
+        if len(emb) != len(pos):
+            raise ValueError(f"{emb_dir / 'listening' / group['file']}: {len(emb)} embeddings for "
+                             f"{len(pos)} listening captions: rebuild the sen step")
+        out[name] = QueryGroup(emb, pos, cap, [group["voice"]] * len(pos))
+    return out
+
+
+def listening_accuracy(s2i: SpeechToImage, groups: dict[str, QueryGroup], judges: "Judges",
+                       test: list[ImageRecord], cfg: Config) -> dict:
+    """Attribute accuracy of the images generated from each listening group's captions."""
+    from . import attribute_judge
+    results = {}
+    for name, queries in groups.items():
+        images = s2i.generate_each(queries.embeddings, seed=cfg.seed, progress=f"S2IGAN: generating ({name})")
+        acc = attribute_judge.attribute_accuracy(judges.attribute_judge.predict(images), queries.mentions(test))
+        results[name] = {"attribute accuracy": acc["overall"], "attribute accuracy per attribute": acc["per_attribute"],
+                         "queries": int(len(images))}
+    return results
 
 
 # ---------------------------------------------------------------------------------- metrics
@@ -397,10 +431,16 @@ def evaluate_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
     # kept apart, so that a run interrupted in the ablations resumes after the full model (the
     # ablations keep theirs in ablations/<name>/results.json)
     results = json_once(out_dir / "model_results.json", full_model)
+    listening = {}
+    if judges.attribute_judge is not None:
+        listen = listening_queries(inputs["sen"])
+        if listen:
+            listening = json_once(out_dir / "listening_results.json", lambda: listening_accuracy(
+                SpeechToImage.from_dirs(cfg, inputs["sen"], inputs["gan"], device), listen, judges, test, cfg))
     if cfg.eval.ablations:
         from .ablations import run_ablations
         results.update(run_ablations(cfg, inputs, out_dir, judges, test))
     judge_figures = judges.report()
-    atomic_write_json(out_dir / "results.json", {"results": results, "judges": judge_figures})
+    atomic_write_json(out_dir / "results.json", {"results": results, "listening": listening, "judges": judge_figures})
     write_table(results, out_dir)
-    return {"results": results, "judges": judge_figures, "device": str(device)}
+    return {"results": results, "listening": listening, "judges": judge_figures, "device": str(device)}

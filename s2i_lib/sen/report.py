@@ -237,3 +237,16 @@ def plot_listening(heard, dataset: str) -> plt.Figure:
                   loc="upper right", fontsize=8, title="words saying a")
     fig.tight_layout()
     return fig
+
+
+def listening_table(sen_dir: str | Path, k: int = 10) -> pd.DataFrame:
+    """Speech->image retrieval of every query group of the sen step, the listening tests
+    included, with each group's attribute P@k against the training voices'."""
+    results = read_json(Path(sen_dir) / "results.json")
+    key = f"attribute_precision@{k}"
+    table = pd.DataFrame({name: {key: r.get(key), "speech_to_image_R@10": r.get("speech_to_image_R@10"),
+                                 "class_mAP_all_queries": r.get("class_mAP_all_queries"), "queries": r.get("queries")}
+                          for name, r in results.items() if name != "text"}).T
+    if key in table and "speech (training voices)" in table.index and table[key].notna().all():
+        table.insert(1, "vs training voices", table[key].astype(float) - float(table.loc["speech (training voices)", key]))
+    return table

@@ -65,13 +65,14 @@ def _recall_summary(ranks: np.ndarray, ks: Sequence[int], prefix: str) -> dict[s
 
 
 def recall_at_k(sp_emb: Any, img_emb: Any, image_index: Any | None = None,
-                ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+                ks: Sequence[int] = (1, 5, 10), both_ways: bool = True) -> dict[str, float]:
     """Image-level recall both ways.
 
     ``sp_emb`` (Ns, D): one row per spoken caption; ``img_emb`` (Ni, D): one row per distinct
     image; ``image_index`` (Ns,): the image row of each caption (None: caption i is image i).
     Returns ``speech_to_image_R@k``, ``speech_to_image_median_rank`` and the same for
-    ``image_to_speech``. Every image needs at least one caption.
+    ``image_to_speech``. Every image needs at least one caption, unless ``both_ways`` is False:
+    then only speech->image is measured (captions of some of the images, searching all of them).
     """
     sp, im = _normalise(_as_array(sp_emb)), _normalise(_as_array(img_emb))
     idx = np.arange(len(sp)) if image_index is None else np.asarray(image_index, dtype=np.int64)
@@ -80,7 +81,7 @@ def recall_at_k(sp_emb: Any, img_emb: Any, image_index: Any | None = None,
     if len(sp) and (idx.min() < 0 or idx.max() >= len(im)):
         raise ValueError(f"image_index must lie in [0, {len(im)}), got values in [{idx.min()}, {idx.max()}]")
     missing = np.setdiff1d(np.arange(len(im)), idx)
-    if missing.size:
+    if missing.size and both_ways:
         raise ValueError(f"images {missing[:10].tolist()} have no caption; image->speech recall "
                          f"needs at least one per image")
     s2i = np.empty(len(sp), dtype=np.int64)
@@ -89,6 +90,8 @@ def recall_at_k(sp_emb: Any, img_emb: Any, image_index: Any | None = None,
         relevant = np.zeros_like(sims, dtype=bool)
         relevant[np.arange(sims.shape[0]), idx[b]] = True
         s2i[b] = _ranks_of_first_hit(sims, relevant)
+    if not both_ways:
+        return _recall_summary(s2i, ks, "speech_to_image")
     i2s = np.empty(len(im), dtype=np.int64)
     for b in _blocks(len(im)):
         sims = im[b] @ sp.T

@@ -168,7 +168,8 @@ def retrieval_figures(sp: np.ndarray, queries: Queries, img: np.ndarray, records
     """Every retrieval figure of a set of queries against its images."""
     img_class = np.array([r.class_id for r in records])
     sp_class = img_class[queries.image_pos]
-    figures = recall_at_k(sp, img, queries.image_pos)
+    # a listening test speaks captions of some test images, all of which it searches
+    figures = recall_at_k(sp, img, queries.image_pos, both_ways=len(np.unique(queries.image_pos)) == len(img))
     figures["class_mAP_all_queries"] = class_map(sp, sp_class, img, img_class)
     first = queries.caption_index == queries.caption_index.min()
     # the reference: one query per class, the caption-0 utterance of the first image of the class
@@ -352,6 +353,11 @@ def train_sen_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
     results = {"speech (training voices)": retrieval_figures(sp_test[seen], q_test.subset(seen), img_test, test)}
     if held.any():
         results["speech (held-out voices)"] = retrieval_figures(sp_test[held], q_test.subset(held), img_test, test)
+    t3 = time.perf_counter()
+    listened = listening_tests(cfg, speech_model.query_encoder, test, img_test, device, out_dir / "embeddings")
+    if listened:
+        results.update(listened)
+        figures["listening_time_s"] = round(time.perf_counter() - t3, 1)
 
     # export: embeddings in FeatureStore row order, per data split, and the trained encoders
     emb_dir = out_dir / "embeddings"
@@ -388,6 +394,32 @@ def train_sen_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
     figures["test"] = results
     atomic_write_json(out_dir / "results.json", results)
     return figures
+
+
+def listening_tests(cfg: Config, encoder: nn.Module, test: list[ImageRecord], img_test: np.ndarray,
+                    device: torch.device, emb_dir: Path, progress: bool = True) -> dict:
+    """Retrieval figures of every listening group (``speech/listening.py``) on the same test
+    captions; each group's embeddings go to ``emb_dir/listening/<group>.npy``, indexed by
+    ``emb_dir/listening.json`` (the evaluation generates images from them)."""
+    from ..speech.listening import listening_captions, listening_groups, speak_group
+    groups = listening_groups(cfg.speech, cfg.sen)
+    if not groups:
+        return {}
+    pos, cap = listening_captions(len(test), cfg.speech.captions_per_image, cfg.sen.listening_captions)
+    texts = [test[p].captions[c] for p, c in zip(pos, cap)]
+    results, index = {}, {}
+    for group in groups:
+        feats = speak_group(group, texts, cfg.speech, cfg.seed, progress)
+        queries = Queries(pos, cap, np.ones(len(pos), bool), [group.voice] * len(pos),
+                          np.array([len(f) for f in feats]),
+                          lambda qs, feats=feats: pad_collate([feats[int(q)] for q in qs]))
+        emb = embed_queries(encoder, queries, 256, device)
+        results[group.name] = retrieval_figures(emb, queries, img_test, test)
+        _save_npy(emb_dir / "listening" / f"{group.slug}.npy", emb)
+        index[group.name] = {"file": f"{group.slug}.npy", "voice": group.voice, "degradation": group.degradation}
+    atomic_write_json(emb_dir / "listening.json", {"image_pos": pos.tolist(), "caption_index": cap.tolist(),
+                                                   "groups": index})
+    return results
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -1,0 +1,126 @@
+"""Listening tests: degraded audio, the groups a config asks for, and their rows in the sen and eval
+results (on the smoke profile's real run)."""
+import numpy as np
+import pytest
+
+from s2i_lib.config import ConfigError, load_config
+from s2i_lib.speech.listening import (DEGRADATIONS, ListeningGroup, degrade, listening_captions,
+                                      listening_groups, room_impulse_response)
+from s2i_lib.speech.tts import ESpeakSynthesizer
+
+RATE = 22050
+
+
+@pytest.fixture(scope="module")
+def speech():
+    return ESpeakSynthesizer("espeak:en-us").synthesize("a small bird with a yellow belly and brown wings")
+
+
+def _power(x):
+    return float(np.mean(np.asarray(x, np.float64) ** 2))
+
+
+def test_every_degradation_keeps_rate_length_and_range_and_is_repeatable(speech):
+    for kind in DEGRADATIONS:
+        y = degrade(speech, RATE, kind, seed=0, key="u1")
+        assert y.shape == speech.shape and y.dtype == np.float32 and np.isfinite(y).all()
+        assert np.abs(y).max() <= 1
+        assert not np.allclose(y, speech, atol=1e-3), kind
+        np.testing.assert_array_equal(y, degrade(speech, RATE, kind, seed=0, key="u1"))
+    assert not np.array_equal(degrade(speech, RATE, "noise_10db", key="u1"), degrade(speech, RATE, "noise_10db", key="u2"))
+    with pytest.raises(ValueError, match="unknown degradation 'underwater'"):
+        degrade(speech, RATE, "underwater")
+
+
+def test_noise_is_added_at_10_db_snr(speech):
+    noise = degrade(speech, RATE, "noise_10db") - speech
+    assert 10 * np.log10(_power(speech) / _power(noise)) == pytest.approx(10, abs=0.3)
+
+
+def test_the_telephone_band_removes_what_is_above_4_khz_and_below_300_hz(speech):
+    y = degrade(speech, RATE, "telephone")
+    freqs = np.fft.rfftfreq(len(speech), 1 / RATE)
+
+    def share(x, lo, hi):
+        spectrum = np.abs(np.fft.rfft(x)) ** 2
+        return spectrum[(freqs >= lo) & (freqs < hi)].sum() / spectrum.sum()
+    assert share(y, 4500, RATE / 2) < share(speech, 4500, RATE / 2) / 20     # eSpeak has some up there
+    assert share(y, 0, 150) < share(speech, 0, 150) / 10
+
+
+def test_reverberation_leaves_a_tail_after_the_sound_stops():
+    burst = np.zeros(RATE, np.float32)
+    burst[:2205] = np.random.default_rng(0).normal(0, 0.3, 2205)      # 0.1 s of sound, then silence
+    y = degrade(burst, RATE, "reverb")
+    tail = slice(int(0.2 * RATE), int(0.3 * RATE))                        # 0.1-0.2 s after it stopped
+    assert _power(burst[tail]) == 0
+    assert 10 * np.log10(_power(y[tail]) / _power(y[:2205])) > -40
+    rir = room_impulse_response(RATE)
+    late = rir[int(0.5 * RATE):]
+    assert float((rir ** 2).sum()) == pytest.approx(1, abs=1e-5) and _power(late) < _power(rir[1:2205]) / 100
+
+
+def test_groups_follow_the_config_and_say_which_voice_is_in_training():
+    cfg = load_config("default")
+    names = [g.name for g in listening_groups(cfg.speech, cfg.sen)]
+    assert names[:4] == ["speech (espeak:en-gb-scotland)", "speech (espeak:en-029)", "speech (espeak:en-us-nyc)",
+                         "speech (piper:joe, in training)"]
+    assert names[4] == "speech (espeak:en-us, clean)" and len(names) == 4 + 1 + len(DEGRADATIONS)
+    groups = listening_groups(cfg.speech, cfg.sen)
+    assert [g.degradation for g in groups[5:]] == list(cfg.sen.listening_degradations)
+    assert ListeningGroup("speech (espeak:en-us, noise at 10 dB SNR)", "espeak:en-us").slug == \
+        "speech__espeak_en_us__noise_at_10_dB_SNR"
+    none = load_config("default", {"sen.listening_voices": [], "sen.listening_degradations": []})
+    assert listening_groups(none.speech, none.sen) == []
+
+
+def test_listening_captions_spread_over_the_test_images():
+    pos, cap = listening_captions(1000, 5, 500)
+    assert len(pos) == 500 and pos[0] == 0 and pos[-1] == 999 and len(set(pos)) == 500
+    assert set(cap) == set(range(5))
+    pos, cap = listening_captions(4, 2, 6)
+    assert pos.tolist() == [0, 1, 2, 3] and cap.tolist() == [0, 1, 0, 1]
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("sen.listening_degradations", ["underwater"], "must be one of noise_10db"),
+    ("sen.listening_voices", ["espeak:en-us", "espeak:en-us"], "lists a voice twice"),
+    ("sen.listening_voices", ["festival:kal"], "festival"),
+    ("sen.listening_captions", 1, "at least 2"),
+])
+def test_bad_listening_config_names_the_key(key, value, match):
+    with pytest.raises(ConfigError, match=match) as e:
+        load_config("smoke", {key: value})
+    assert key in str(e.value)
+
+
+def test_sen_and_eval_report_every_listening_group(smoke_gan, one_thread):
+    from s2i_lib import pipeline
+    from s2i_lib.artifacts import read_json
+    from s2i_lib.evaluation import report as eval_report
+    from s2i_lib.sen import report as sen_report
+    cfg, runs = smoke_gan.cfg, smoke_gan.runs_dir
+    groups = [g.name for g in listening_groups(cfg.speech, cfg.sen)]
+    assert len(groups) >= 3
+    sen_dir = pipeline.step_dir("sen", cfg, runs)
+    results = read_json(sen_dir / "results.json")
+    n_test = len(np.load(sen_dir / "embeddings" / "image_test.npy"))
+    n = min(cfg.sen.listening_captions, n_test)
+    for name in groups:
+        assert results[name]["queries"] == n and 0 <= results[name]["attribute_precision@10"] <= 1
+    index = read_json(sen_dir / "embeddings" / "listening.json")
+    assert list(index["groups"]) == groups and len(index["image_pos"]) == n
+    emb = np.load(sen_dir / "embeddings" / "listening" / index["groups"][groups[0]]["file"])
+    assert emb.shape == (n, cfg.sen.embed_dim) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-3)
+    table = sen_report.listening_table(sen_dir)
+    assert set(groups) <= set(table.index) and table.loc["speech (training voices)", "vs training voices"] == 0
+
+    eval_dir = pipeline.ensure("eval", cfg, runs)
+    full = read_json(eval_dir / "results.json")
+    assert list(full["listening"]) == groups
+    assert all(0 <= full["listening"][g]["attribute accuracy"] <= 1 and full["listening"][g]["queries"] == n
+               for g in groups)
+    table = eval_report.listening_table(full)
+    assert list(table.index) == ["training voices", "held-out voices", *groups]
+    assert table.loc[groups[0], "vs training voices"] == pytest.approx(
+        full["listening"][groups[0]]["attribute accuracy"] - full["results"]["S2IGAN, training voices"]["attribute accuracy"], abs=1e-3)
