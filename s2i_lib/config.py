@@ -103,6 +103,9 @@ class SpeechConfig:
     heldout_voices: list[str] = field(default_factory=list)
     captions_per_image: int = 10        # how many of each image's captions are spoken
     voices_per_caption: int = 1         # training voices per caption
+    # share of the training utterances that also get one acoustically augmented copy (speed,
+    # room, noise, telephone band; s2i_lib/speech/augment.py). Not in the paper: 0 there.
+    augment_share: float = 0.0
     sample_rate: int = 22050
     n_mels: int = 40
     win_ms: float = 25.0                # n_fft = win = int(sample_rate * win_ms / 1000) = 551
@@ -146,6 +149,7 @@ class SpeechConfig:
                self.captions_per_image, "must be between 1 and 10")
         _check(1 <= self.voices_per_caption <= len(self.voices), f"{p}.voices_per_caption",
                self.voices_per_caption, f"must be between 1 and the number of voices ({len(self.voices)})")
+        _check(0 <= self.augment_share <= 1, f"{p}.augment_share", self.augment_share, "must be between 0 and 1")
         _check(8000 <= self.sample_rate <= 48000, f"{p}.sample_rate", self.sample_rate,
                "must be between 8000 and 48000 Hz")
         _check(1 <= self.n_mels <= 128, f"{p}.n_mels", self.n_mels, "must be between 1 and 128")

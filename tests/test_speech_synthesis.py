@@ -24,7 +24,8 @@ from s2i_lib.speech.synthesis import (AudioChecks, CaptionError, check_waveform,
 
 REPO = Path(__file__).resolve().parent.parent
 ESPEAK_ONLY = {"speech.voices": ["espeak:en-us", "espeak:en-us+f3"], "speech.voice_weights": [],
-               "speech.heldout_voices": ["espeak:en-gb-x-rp+m3", "espeak:en-us+f5"]}
+               "speech.heldout_voices": ["espeak:en-gb-x-rp+m3", "espeak:en-us+f5"],
+               "speech.augment_share": 0}   # one row per WAV here; the augmented copies: test_augment.py
 
 
 # -------------------------------------------------------------------------------- normalisation
@@ -77,7 +78,8 @@ def test_plan(tmp_path):
     cfg = load_config("smoke", {"speech.voices": ["espeak:en-us", "espeak:en-us+f3", "piper:joe"],
                                 "speech.voice_weights": ["piper:joe=0.25"],
                                 "speech.heldout_voices": ["espeak:en-gb-x-rp+m3", "espeak:en-us+f5"],
-                                "speech.captions_per_image": 3, "speech.voices_per_caption": 2})
+                                "speech.captions_per_image": 3, "speech.voices_per_caption": 2,
+                                "speech.augment_share": 0})   # the copies: test_augment.py
     plan = plan_utterances(index.records, cfg.speech, seed=0)
     n_train = sum(r.split == "train" for r in index.records)
     n_test = len(index.records) - n_train
@@ -320,7 +322,8 @@ def test_smoke_step_through_ensure(tmp_path, monkeypatch):
     n_img = (cfg.data.n_train_classes + cfg.data.n_test_classes) * cfg.data.images_per_class
     n_test = cfg.data.n_test_classes * cfg.data.images_per_class
     cpi = cfg.speech.captions_per_image
-    assert f["utterances"] == n_img * cpi + n_test * cpi * len(cfg.speech.heldout_voices)
+    assert f["utterances"] == n_img * cpi + n_test * cpi * len(cfg.speech.heldout_voices) + f["augmented"]
+    assert 0 < f["augmented"] < (n_img - n_test) * cpi             # a share of the training utterances
     assert f["errors_total"] == 0 and f["per_split"]["test"] == n_test * cpi * 3
     assert f["heldout"] == n_test * cpi * len(cfg.speech.heldout_voices)
     assert set(f["per_voice"]) == set(cfg.speech.voices) | set(cfg.speech.heldout_voices)

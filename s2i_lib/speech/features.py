@@ -22,6 +22,7 @@ Storage (inside the speech step folder)::
 """
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -201,12 +202,15 @@ def _feature_chunk(args: tuple) -> tuple[int, int, float]:
 def _compute_and_store(settings: dict, tasks: list) -> tuple[int, int]:
     maps: dict[str, np.memmap] = {}
     frames = 0
-    for wav, target, starts, expected in tasks:
+    for wav, target, starts, expected, chain in tasks:
         if target not in maps:
             maps[target] = load_array(target, mmap_mode="r+")
         try:
             wave = read_audio(wav, settings["sample_rate"], settings["max_audio_seconds"],
                               silence_rms=0.0)
+            if chain is not None:
+                from .augment import apply
+                wave = torch.from_numpy(apply(wave, settings["sample_rate"], chain))
             feats = log_mel(wave, settings["sample_rate"], settings["n_mels"], settings["win_ms"],
                             settings["hop_ms"]).numpy()
         except (AudioError, ValueError, FileNotFoundError) as e:
@@ -224,7 +228,8 @@ def _compute_and_store(settings: dict, tasks: list) -> tuple[int, int]:
 
 
 def _split_signature(rows: Sequence[dict], settings: dict) -> str:
-    return stable_hash({"rows": [(r["id"], r["path"], r["samples"]) for r in rows], "settings": settings})
+    return stable_hash({"rows": [(r["id"], r["path"], r["samples"]) + ((r["augment"],) if r.get("augment") else ())
+                                 for r in rows], "settings": settings})
 
 
 def build_feature_store(step_dir: str | Path, manifest: Sequence[dict], speech_cfg: Any,
@@ -280,12 +285,15 @@ def build_feature_store(step_dir: str | Path, manifest: Sequence[dict], speech_c
             arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32,
                                             shape=(int(offsets[-1]), speech_cfg.n_mels))
             del arr
-            starts: dict[str, list[int]] = defaultdict(list)  # one computation per unique WAV
-            expected: dict[str, int] = {}
+            # one computation per unique WAV and augmentation (augment.py; None: the WAV as it is)
+            starts: dict[tuple[str, str], list[int]] = defaultdict(list)
+            expected: dict[tuple[str, str], int] = {}
             for i, r in enumerate(rows):
-                starts[r["path"]].append(int(offsets[i]))
-                expected[r["path"]] = int(offsets[i + 1] - offsets[i])
-            tasks += [(str(step_dir / p), str(tmp), s, expected[p]) for p, s in starts.items()]
+                k = (r["path"], json.dumps(r.get("augment"), sort_keys=True))
+                starts[k].append(int(offsets[i]))
+                expected[k] = int(offsets[i + 1] - offsets[i])
+            tasks += [(str(step_dir / p), str(tmp), s, expected[(p, a)], json.loads(a))
+                      for (p, a), s in starts.items()]
         n_utts = sum(len(t[2]) for t in tasks)
         size = max(1, min(64, -(-len(tasks) // (4 * workers))))  # several chunks per worker
         chunks = [(settings, tasks[i:i + size]) for i in range(0, len(tasks), size)]

@@ -37,6 +37,7 @@ files and writes the manifest from the plan, so each utterance appears exactly o
 """
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import os
 import re
@@ -52,7 +53,7 @@ import numpy as np
 
 from ..artifacts import atomic_path, stable_hash
 from ..device import cpu_count
-from . import tts
+from . import augment, tts
 
 MANIFEST_FILE = "manifest.jsonl"
 ERRORS_FILE = "errors.jsonl"
@@ -176,6 +177,7 @@ class Utterance:
     spoken_text: str | None = None   # after normalise_caption; None if refused
     path: str | None = None          # WAV, relative to the step folder; None if refused
     error: tuple[str, str] | None = None  # (reason, message) if refused
+    augment: dict | None = None      # an augmented copy of the utterance "<id> minus the ~aug" (augment.py)
 
 
 def wav_relpath(spoken_text: str, voice: str, params: dict, sample_rate: int) -> str:
@@ -216,6 +218,9 @@ def plan_utterances(records: Iterable[Any], speech_cfg: Any, seed: int) -> list[
                 except CaptionError as e:
                     u.error = (e.reason, str(e))
                 plan.append(u)
+                if r.split == "train" and augment.wants_copy(speech_cfg.augment_share, seed, uid):
+                    # the same WAV, augmented when its features are computed
+                    plan.append(dataclasses.replace(u, id=f"{uid}~aug", augment=augment.sample_augmentation(seed, uid)))
     return plan
 
 
@@ -433,12 +438,15 @@ def synthesize_plan(plan: Sequence[Utterance], out_dir: str | Path, speech_cfg: 
     for u in plan:
         if u.error is None and u.path in samples:
             n = samples[u.path]
-            manifest.append({"id": u.id, "key": u.key, "split": u.split,
-                             "caption_index": u.caption_index, "text": u.text,
-                             "spoken_text": u.spoken_text, "voice": u.voice,
-                             "backend": tts.backend_of(u.voice), "heldout": u.heldout,
-                             "params": u.params, "samples": n,
-                             "duration": round(n / checks.sample_rate, 4), "path": u.path})
+            row = {"id": u.id, "key": u.key, "split": u.split,
+                   "caption_index": u.caption_index, "text": u.text,
+                   "spoken_text": u.spoken_text, "voice": u.voice,
+                   "backend": tts.backend_of(u.voice), "heldout": u.heldout,
+                   "params": u.params, "samples": n, "path": u.path}
+            if u.augment is not None:   # the features' length: after the augmentation
+                row.update(augment=u.augment, samples=augment.output_samples(n, checks.sample_rate, u.augment))
+            row["duration"] = round(row["samples"] / checks.sample_rate, 4)
+            manifest.append(row)
         else:
             reason, message = u.error if u.error is not None else failed[u.path]
             errors.append({"id": u.id, "key": u.key, "split": u.split,
@@ -540,6 +548,7 @@ def utterance_summary(manifest: Sequence[dict], errors: Sequence[dict]) -> dict:
         "per_voice": dict(sorted(Counter(r["voice"] for r in manifest).items())),
         "per_backend": dict(sorted(Counter(r["backend"] for r in manifest).items())),
         "heldout": sum(1 for r in manifest if r["heldout"]),
+        "augmented": sum(1 for r in manifest if r.get("augment")),
         "errors": dict(sorted(Counter(e["reason"] for e in errors).items())),
         "errors_total": len(errors),
         "audio_hours": round(seconds / 3600, 4),
