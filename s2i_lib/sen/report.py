@@ -211,7 +211,7 @@ def plot_listening(heard, dataset: str) -> plt.Figure:
     fig, (ax_mel, ax_att) = plt.subplots(2, 1, figsize=(11, 5), sharex=True,
                                          gridspec_kw={"height_ratios": [1, 1.2]})
     hop = heard.centres_s[1] - heard.centres_s[0] if len(heard.centres_s) > 1 else 0.04
-    duration = len(heard.features) * hop / 4
+    duration = len(heard.features) * hop / 4    # an output frame every 4 input frames
     ax_mel.imshow(heard.features.T, origin="lower", aspect="auto", cmap="magma",
                   extent=(0, duration, 0, heard.features.shape[1]))
     ax_mel.set(ylabel="mel bin")
@@ -224,10 +224,10 @@ def plot_listening(heard, dataset: str) -> plt.Figure:
     ax_att.set(xlabel="time (s)", ylabel="x uniform", ylim=(0, None))
     for w in heard.words:
         kind = word_kind(w.word, dataset)
-        for ax in (ax_mel, ax_att):
-            ax.axvline(w.start_s, color="white" if ax is ax_mel else "lightgrey", lw=0.6)
-            if kind in KIND_COLOURS:
-                ax.axvspan(w.start_s, w.end_s, color=KIND_COLOURS[kind], alpha=0.18 if ax is ax_att else 0.0)
+        ax_mel.axvline(w.start_s, color="white", lw=0.6)
+        ax_att.axvline(w.start_s, color="lightgrey", lw=0.6)
+        if kind in KIND_COLOURS:
+            ax_att.axvspan(w.start_s, w.end_s, color=KIND_COLOURS[kind], alpha=0.18)
         ax_mel.text((w.start_s + w.end_s) / 2, heard.features.shape[1] * 1.02, w.word, ha="center",
                     va="bottom", fontsize=8, rotation=40, color=KIND_COLOURS.get(kind, "black"))
     kinds = [k for k in KIND_COLOURS if any(word_kind(w.word, dataset) == k for w in heard.words)]

@@ -14,20 +14,19 @@ Each copy draws a chain from its utterance id (reproducible, recorded in the man
 - **speed** (p 0.5): resampled by a factor 0.9 or 1.1, tempo and pitch together, the speed
   perturbation of Ko et al. (2015);
 - **reverberation** (p 0.4): a synthetic room, RT60 in [0.2, 0.8] s
-  (``listening.room_impulse_response``);
+  (``listening.reverberate``);
 - **noise** (p 0.5): white noise at an SNR in [5, 30] dB;
-- **telephone band** (p 0.25): 8 kHz, 300-3400 Hz, mu-law (``listening.degrade``);
-
+- **telephone band** (p 0.25): 8 kHz, 300-3400 Hz, mu-law (``listening.telephone``);
 - **gain** (p 0.3): -18 to +6 dB, clipped at full scale. The features are normalised per
   utterance and mel bin (CMVN), but a gain still reaches the encoder: the log's floor (1e-6) meets
   the quiet frames at another level, and loud speech clips;
 
 at least one of them.
 
-Everything is torchaudio's functional ops (``resample``, ``add_noise``, ``fftconvolve``, the biquads);
-torch-audiomentations offers the same operations, but not the synthetic room (its reverberation needs
-recorded impulse-response files) nor a length-changing speed perturbation, so it would add a dependency
-for two of the four.
+Everything is torchaudio's functional ops (``resample``, ``add_noise``, ``fftconvolve``, the biquads,
+mu-law), shared with the listening tests' degradations (``listening.py``). torch-audiomentations has
+noise, band filters and gain, but not the synthetic room (its reverberation needs recorded
+impulse-response files) nor a length-changing speed perturbation: a dependency for three of the five.
 """
 from __future__ import annotations
 
@@ -96,21 +95,17 @@ def apply(wave, sample_rate: int, chain: dict) -> np.ndarray:
     import torch
     import torchaudio.functional as AF
 
-    from .listening import degrade, room_impulse_response
+    from .listening import add_white_noise, reverberate, telephone
     x = torch.as_tensor(np.ascontiguousarray(wave, dtype=np.float32))
-    gen = torch.Generator().manual_seed(int(chain.get("seed", 0)))
+    seed = int(chain.get("seed", 0))
     if "speed" in chain:
         x = AF.resample(x, *_speed_rates(sample_rate, chain["speed"]))
     if "reverb_rt60_s" in chain:
-        peak = x.abs().max()
-        rir = room_impulse_response(sample_rate, chain["reverb_rt60_s"], seed=int(chain.get("seed", 0)))
-        x = AF.fftconvolve(x, rir)[:len(x)]
-        x = x * (peak / x.abs().max().clamp_min(1e-8))
+        x = reverberate(x, sample_rate, chain["reverb_rt60_s"], seed)
     if "noise_snr_db" in chain:
-        noise = torch.randn(x.shape, generator=gen)
-        x = AF.add_noise(x.unsqueeze(0), noise.unsqueeze(0), torch.tensor([float(chain["noise_snr_db"])]))[0]
+        x = add_white_noise(x, chain["noise_snr_db"], torch.Generator().manual_seed(seed))
     if chain.get("telephone"):
-        x = torch.from_numpy(degrade(x.numpy(), sample_rate, "telephone"))
+        x = telephone(x, sample_rate)
     if "gain_db" in chain:
         x = x * 10 ** (float(chain["gain_db"]) / 20)
     return x.clamp(-1, 1).numpy().astype(np.float32)

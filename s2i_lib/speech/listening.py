@@ -52,6 +52,29 @@ def room_impulse_response(sample_rate: int, rt60_s: float = REVERB_RT60_S, seed:
     return rir / rir.norm()
 
 
+def reverberate(x: torch.Tensor, sample_rate: int, rt60_s: float, seed: int = 0) -> torch.Tensor:
+    """``x`` in a room of ``rt60_s`` (``room_impulse_response``), cut to its length, same peak level."""
+    y = AF.fftconvolve(x, room_impulse_response(sample_rate, rt60_s, seed=seed))[:len(x)]
+    return y * (x.abs().max() / y.abs().max().clamp_min(1e-8))
+
+
+def add_white_noise(x: torch.Tensor, snr_db: float, generator: torch.Generator) -> torch.Tensor:
+    """``x`` plus Gaussian white noise at ``snr_db`` (torchaudio's ``add_noise`` scales it)."""
+    noise = torch.randn(x.shape, generator=generator)
+    return AF.add_noise(x.unsqueeze(0), noise.unsqueeze(0), torch.tensor([float(snr_db)]))[0]
+
+
+def telephone(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """``x`` over a telephone line: down to 8 kHz, the 300-3400 Hz band, 8-bit mu-law (G.711), back
+    up to ``sample_rate``, same length."""
+    y = AF.resample(x, sample_rate, TELEPHONE_RATE)
+    y = AF.highpass_biquad(y, TELEPHONE_RATE, TELEPHONE_BAND_HZ[0])
+    y = AF.lowpass_biquad(y, TELEPHONE_RATE, TELEPHONE_BAND_HZ[1])
+    y = AF.mu_law_decoding(AF.mu_law_encoding(y.clamp(-1, 1), 256), 256)
+    y = AF.resample(y, TELEPHONE_RATE, sample_rate)[:len(x)]
+    return torch.nn.functional.pad(y, (0, len(x) - len(y))).clamp(-1, 1)
+
+
 def degrade(wave: np.ndarray, sample_rate: int, kind: str, seed: int = 0, key: str = "") -> np.ndarray:
     """``wave`` (float32 mono) as heard through ``kind`` (one of ``DEGRADATIONS``), same rate and
     length; the noise is drawn from ``(seed, key)``, so an utterance degrades the same way every time."""
@@ -59,18 +82,11 @@ def degrade(wave: np.ndarray, sample_rate: int, kind: str, seed: int = 0, key: s
         raise ValueError(f"unknown degradation {kind!r}; choose from {', '.join(DEGRADATIONS)}")
     x = torch.as_tensor(np.ascontiguousarray(wave, dtype=np.float32))
     if kind == "noise_10db":
-        noise = torch.randn(x.shape, generator=_generator(seed, f"noise:{key}"))
-        y = AF.add_noise(x.unsqueeze(0), noise.unsqueeze(0), torch.tensor([10.0]))[0]
+        y = add_white_noise(x, 10.0, _generator(seed, f"noise:{key}"))
     elif kind == "reverb":
-        y = AF.fftconvolve(x, room_impulse_response(sample_rate, seed=seed))[:len(x)]
-        y = y * (x.abs().max() / y.abs().max().clamp_min(1e-8))     # the same peak level
-    else:   # telephone: down to 8 kHz, the 300-3400 Hz band, 8-bit mu-law (G.711), back up
-        y = AF.resample(x, sample_rate, TELEPHONE_RATE)
-        y = AF.highpass_biquad(y, TELEPHONE_RATE, TELEPHONE_BAND_HZ[0])
-        y = AF.lowpass_biquad(y, TELEPHONE_RATE, TELEPHONE_BAND_HZ[1])
-        y = AF.mu_law_decoding(AF.mu_law_encoding(y.clamp(-1, 1), 256), 256)
-        y = AF.resample(y, TELEPHONE_RATE, sample_rate)[:len(x)]
-        y = torch.nn.functional.pad(y, (0, len(x) - len(y)))
+        y = reverberate(x, sample_rate, REVERB_RT60_S, seed)
+    else:
+        y = telephone(x, sample_rate)
     return y.clamp(-1, 1).numpy().astype(np.float32)
 
 

@@ -177,7 +177,7 @@ class Utterance:
     spoken_text: str | None = None   # after normalise_caption; None if refused
     path: str | None = None          # WAV, relative to the step folder; None if refused
     error: tuple[str, str] | None = None  # (reason, message) if refused
-    augment: dict | None = None      # an augmented copy of the utterance "<id> minus the ~aug" (augment.py)
+    augment: dict | None = None      # set on an augmented copy (id "<original id>~aug"): its chain (augment.py)
 
 
 def wav_relpath(spoken_text: str, voice: str, params: dict, sample_rate: int) -> str:
