@@ -204,9 +204,12 @@ class SenConfig:
     # Listening tests after training (s2i_lib/speech/listening.py), on `listening_captions` test
     # captions: spoken by each of `listening_voices` (other accents, a neural voice), and by the
     # first eSpeak training voice clean and under each of `listening_degradations`
-    # (noise_10db, reverb, telephone). Not in the paper: a measurement only, training is unchanged.
+    # (noise_10db, reverb, telephone), and, with `listening_held_out_phrasings`, by that voice in
+    # sentence frames the caption grammar keeps out of training (toy datasets). Not in the paper:
+    # a measurement only, training is unchanged.
     listening_voices: list[str] = field(default_factory=list)
     listening_degradations: list[str] = field(default_factory=list)
+    listening_held_out_phrasings: bool = False
     listening_captions: int = 500
 
     def validate(self, p: str) -> None:

@@ -148,6 +148,29 @@ def test_deterministic_and_argument_checked():
         make_captions("cub", cls.attributes, 1, cls.id, 2)
 
 
+@pytest.mark.parametrize("dataset,module", [("toybirds", toy_birds), ("toyflowers", toy_flowers)])
+def test_rephrase_says_the_same_attributes_in_frames_training_never_uses(dataset, module):
+    from s2i_lib.data.captions import rephrase
+    train_frames, held_frames, fillers = set(), set(), 0
+    for cls in module.class_table()[::3]:
+        for index in range(3):
+            for cap in make_captions(dataset, cls.attributes, seed=0, class_id=cls.id, index=index):
+                train_frames.add(skeleton(cap.text))
+                fillers += cap.text.split()[0] in ("so", "okay", "well", "um", "uh", "hmm", "right")
+                text = rephrase(dataset, cap.mentions, seed=0, key=cap.text)
+                assert text == rephrase(dataset, cap.mentions, seed=0, key=cap.text)   # deterministic
+                check_caption(Caption(text, cap.mentions), cls.attributes, dataset)    # true, says them all
+                held_frames.add(skeleton(text))
+    assert fillers > 10                                     # training captions are said as people speak
+    assert len(held_frames) >= 4
+    # a held-out skeleton may meet a training one only where the aside opens both ("um ...")
+    assert not {f for f in held_frames & train_frames if f.split()[0] not in ("so", "okay", "well", "um",
+                                                                           "uh", "hmm", "right")}, \
+        sorted(held_frames & train_frames)
+    with pytest.raises(ValueError):
+        rephrase("cub", {}, 0, "x")
+
+
 def test_swap_colour_changes_only_the_named_part_and_drops_its_shade():
     from s2i_lib.data.captions import swap_colour
     mentions = {"belly_color": "black", "wing_color": "white", "beak_length": "long"}

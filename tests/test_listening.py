@@ -65,12 +65,17 @@ def test_groups_follow_the_config_and_say_which_voice_is_in_training():
     names = [g.name for g in listening_groups(cfg.speech, cfg.sen)]
     assert names[:4] == ["speech (espeak:en-gb-scotland)", "speech (espeak:en-029)", "speech (espeak:en-us-nyc)",
                          "speech (piper:joe, in training)"]
-    assert names[4] == "speech (espeak:en-us, clean)" and len(names) == 4 + 1 + len(DEGRADATIONS)
+    assert names[4] == "speech (espeak:en-us, clean)" and len(names) == 4 + 1 + len(DEGRADATIONS) + 1
+    assert names[-1] == "speech (espeak:en-us, held-out phrasings)"
     groups = listening_groups(cfg.speech, cfg.sen)
-    assert [g.degradation for g in groups[5:]] == list(cfg.sen.listening_degradations)
+    assert [g.degradation for g in groups[5:-1]] == list(cfg.sen.listening_degradations)
+    assert [g.held_out_phrasing for g in groups] == [False] * (len(groups) - 1) + [True]
+    only_phrasings = load_config("default", {"sen.listening_voices": [], "sen.listening_degradations": []})
+    assert [g.name for g in listening_groups(only_phrasings.speech, only_phrasings.sen)] == names[4:5] + names[-1:]
     assert ListeningGroup("speech (espeak:en-us, noise at 10 dB SNR)", "espeak:en-us").slug == \
         "speech__espeak_en_us__noise_at_10_dB_SNR"
-    none = load_config("default", {"sen.listening_voices": [], "sen.listening_degradations": []})
+    none = load_config("default", {"sen.listening_voices": [], "sen.listening_degradations": [],
+                                   "sen.listening_held_out_phrasings": False})
     assert listening_groups(none.speech, none.sen) == []
 
 
@@ -110,6 +115,12 @@ def test_sen_and_eval_report_every_listening_group(smoke_gan, one_thread):
         assert results[name]["queries"] == n and 0 <= results[name]["attribute_precision@10"] <= 1
     index = read_json(sen_dir / "embeddings" / "listening.json")
     assert list(index["groups"]) == groups and len(index["image_pos"]) == n
+    # the held-out phrasings say the same test captions' attributes in other words
+    from s2i_lib.data.layout import read_dataset
+    test = read_dataset(pipeline.step_dir("data", cfg, runs)).split("test")
+    said = index["groups"][groups[-1]]["texts"]
+    assert groups[-1].endswith("held-out phrasings)") and len(said) == n
+    assert all(t != test[p].captions[c] for t, p, c in zip(said, index["image_pos"], index["caption_index"]))
     emb = np.load(sen_dir / "embeddings" / "listening" / index["groups"][groups[0]]["file"])
     assert emb.shape == (n, cfg.sen.embed_dim) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-3)
     table = sen_report.listening_table(sen_dir)

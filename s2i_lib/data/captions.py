@@ -8,7 +8,12 @@ spoken by a TTS voice.
 A caption is built in two steps: choose the attributes to mention, then a sentence frame (~20 per dataset)
 into which the attributes are put as noun phrases ("a bright yellow belly") or clauses ("its wings are
 brown"), with synonyms for the parts that are true of the rendered part (the belly patch covers the breast;
-the wing colour also covers the back).
+the wing colour also covers the back). As people speak, a colour is sometimes hedged ("kind of yellow")
+and a sentence sometimes opens with a filler ("um", "okay so") or ends with a hedge ("i think").
+
+A second set of frames ("picture a bird with ...", "there's this bird, and it's got ...") is never
+used by ``make_captions``: ``rephrase`` says a caption's attributes in one of them, for the listening
+tests' held-out phrasings.
 
     >>> caps = make_captions("toybirds", cls.attributes, seed=0, class_id=cls.id, index=0)
 """
@@ -18,12 +23,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import re
+import zlib
 
 import numpy as np
 
 from .toy_common import make_rng
 
-__all__ = ["Caption", "make_captions", "DATASETS", "family", "swap_colour"]
+__all__ = ["Caption", "make_captions", "rephrase", "DATASETS", "family", "swap_colour"]
 
 DATASETS = ("toybirds", "toybirds_plain", "toyflowers")
 # A variant draws the species of its family in another scene: same classes, same captions.
@@ -61,6 +67,13 @@ _COLOR_MODIFIERS = {
 }
 
 
+# What people add when they describe a picture aloud: hedges before a colour, fillers before a
+# sentence, hedges after it. None of them is an attribute word (none is a size, colour or count).
+_HEDGES = ["kind of", "sort of", "mostly"]
+_OPENERS = ["so", "okay", "well", "um", "uh", "hmm", "right", "okay so", "well um"]
+_CLOSERS = ["i think", "i guess", "i believe", "more or less"]
+
+
 class _Say:
     """Random choices for one caption."""
 
@@ -74,9 +87,20 @@ class _Say:
         return bool(self.rng.random() < p)
 
     def color(self, name: str) -> str:
-        if self.chance(0.22):
+        r = self.rng.random()
+        if r < 0.22:
             return f"{self.pick(_COLOR_MODIFIERS[name])} {name}"
+        if r < 0.28:
+            return f"{self.pick(_HEDGES)} {name}"
         return name
+
+    def aside(self, text: str) -> str:
+        """``text`` as said aloud: now and then an opening filler or a closing hedge."""
+        if self.chance(0.12):
+            text = f"{self.pick(_OPENERS)} {text}"
+        if self.chance(0.08):
+            text = f"{text}, {self.pick(_CLOSERS)}"
+        return text
 
     def join(self, items: list[str], word: str = "", noun_phrases: bool = False) -> str:
         """'a, b and c'; `word` goes before every item after the first ('a, whose b and whose c')."""
@@ -179,7 +203,9 @@ def _bird_units(say: _Say, mention: dict[str, str]) -> list[dict[str, str]]:
     return [units[i] for i in order]
 
 
-def _bird_sentence(say: _Say, mention: dict[str, str]) -> str:
+def _bird_sentence(say: _Say, mention: dict[str, str], held_out: bool = False) -> str:
+    """A sentence saying ``mention``: in a training frame, or (``held_out``) in a frame that
+    training never uses (``rephrase``)."""
     units = _bird_units(say, mention)
     size = say.pick(_BIRD_SIZE[mention["size"]]) if "size" in mention else None
     nps = lambda us: say.join([_bird_unit_np(say, u) for u in us], noun_phrases=True)  # noqa: E731
@@ -209,12 +235,25 @@ def _bird_sentence(say: _Say, mention: dict[str, str]) -> str:
             lambda: "a bird whose " + say.join([" ".join(c) for c in clauses], "whose"),
             lambda: "this bird's " + say.join([" ".join(clauses[0])] + [its(c) for c in clauses[1:]]),
             lambda: say.join([the(c) for c in clauses]),
+            lambda: f"i see a bird with {nps(units)}",
+            lambda: f"there is a bird with {nps(units)}",
+            lambda: f"it is a bird with {nps(units)}",
+            lambda: f"this one has {nps(units)}",
+            lambda: say.join([the(c) for c in clauses]) + " on this bird",
         ]
         if len(units) >= 2:
             frames += [
                 lambda: f"this bird has {nps(units[:-1])} and {its(clauses[-1])}",
                 lambda: f"a bird with {nps(units[:-1])}, whose {' '.join(clauses[-1])}",
             ]
+        held = [
+            lambda: f"you can see {nps(units)} on this bird",
+            lambda: f"picture a bird with {nps(units)}",
+            lambda: f"what i see is a bird with {nps(units)}",
+            lambda: f"there's this bird, and it's got {nps(units)}",
+            lambda: f"{nps(units)}, that is what this bird has",
+            lambda: "look at this bird, " + say.join([its(c) for c in clauses]),
+        ]
     else:
         frames += [
             lambda: f"a {size} bird with {nps(units)}",
@@ -230,10 +269,22 @@ def _bird_sentence(say: _Say, mention: dict[str, str]) -> str:
             lambda: f"a {size} bird whose " + say.join([" ".join(c) for c in clauses], "whose"),
             lambda: f"this bird is {size} and " + say.join([its(c) for c in clauses]),
             lambda: say.join([f"the bird is {size}"] + [the(c) for c in clauses]),
+            lambda: f"i see a {size} bird with {nps(units)}",
+            lambda: f"there is a {size} bird with {nps(units)}",
+            lambda: f"it is a {size} bird with {nps(units)}",
+            lambda: f"this one is {size} and has {nps(units)}",
         ]
         if len(units) >= 2:
             frames.append(lambda: f"this {size} bird has {nps(units[:-1])} and {its(clauses[-1])}")
-    return say.pick(frames)()
+        held = [
+            lambda: f"imagine a {size} bird with {nps(units)}",
+            lambda: f"you can see a {size} bird with {nps(units)}",
+            lambda: f"there's this {size} bird, and it's got {nps(units)}",
+            lambda: f"{nps(units)}, on a {size} bird",
+            lambda: f"look at this {size} bird, " + say.join([its(c) for c in clauses]),
+            lambda: f"what i see is a {size} bird with {nps(units)}",
+        ]
+    return say.pick(held if held_out else frames)()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -276,7 +327,8 @@ def _center_np(say: _Say, color: str, plural: bool) -> str:
     return _a(f"{c} {noun}")
 
 
-def _flower_sentence(say: _Say, mention: dict[str, str]) -> str:
+def _flower_sentence(say: _Say, mention: dict[str, str], held_out: bool = False) -> str:
+    """As ``_bird_sentence``, for a flower."""
     petals = {k: v for k, v in mention.items() if k.startswith("petal_")}
     center = mention.get("center_color")
     size = say.pick(_FLOWER_SIZE[mention["size"]]) if "size" in mention else None
@@ -336,6 +388,20 @@ def _flower_sentence(say: _Say, mention: dict[str, str]) -> str:
                     f"{'each ' if plural else ''}with {nps(False)}",
             lambda: f"here {'are' if plural else 'is'} {subject} with {nps(plural)}",
         ]
+    if held_out:
+        if blooms is None:
+            frames = [
+                lambda: f"you can see {nps()} on this {sz}flower",
+                lambda: f"picture {_a(sz + 'flower')} with {nps()}",
+                lambda: f"what i see is {_a(sz + 'flower')} with {nps()}",
+                lambda: f"there's this {sz}flower, and it's got {nps()}",
+            ]
+        else:
+            frames = [
+                lambda: f"picture {subject} with {nps(plural)}",
+                lambda: f"what i see is {subject} with {nps(plural)}",
+                lambda: f"you can see {subject} with {nps(plural)}",
+            ]
     return say.pick(frames)()
 
 
@@ -416,12 +482,23 @@ def make_captions(dataset: str, attributes: dict[str, str], seed: int, class_id:
     for _ in range(n):
         for _attempt in range(8):
             mention = _choose_mentions(say, dataset, attributes)
-            text = " ".join(sentence(say, mention).split())
+            text = " ".join(say.aside(sentence(say, mention)).split())
             if text not in seen:
                 break
         seen.add(text)
         out.append(Caption(text=text, mentions=mention))
     return out
+
+
+def rephrase(dataset: str, mentions: dict[str, str], seed: int, key: str) -> str:
+    """``mentions`` (a caption's) said in a sentence frame that ``make_captions`` never uses: the
+    listening tests' held-out phrasings. Deterministic in the arguments."""
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+    dataset = family(dataset)
+    say = _Say(make_rng(seed, _TAGS[dataset], 0x4E1D, zlib.crc32(key.encode())))
+    sentence = _bird_sentence if dataset == "toybirds" else _flower_sentence
+    return " ".join(say.aside(sentence(say, mentions, held_out=True)).split())
 
 
 def swap_colour(text: str, mentions: dict[str, str], attribute: str, new_colour: str) -> str | None:

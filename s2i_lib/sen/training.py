@@ -401,15 +401,19 @@ def listening_tests(cfg: Config, encoder: nn.Module, test: list[ImageRecord], im
     """Retrieval figures of every listening group (``speech/listening.py``) on the same test
     captions; each group's embeddings go to ``emb_dir/listening/<group>.npy``, indexed by
     ``emb_dir/listening.json`` (the evaluation generates images from them)."""
-    from ..speech.listening import listening_captions, listening_groups, speak_group
+    from ..speech.listening import group_texts, listening_captions, listening_groups, speak_group
     groups = listening_groups(cfg.speech, cfg.sen)
     if not groups:
         return {}
     pos, cap = listening_captions(len(test), cfg.speech.captions_per_image, cfg.sen.listening_captions)
     texts = [test[p].captions[c] for p, c in zip(pos, cap)]
+    mentions = [test[p].mentions[c] for p, c in zip(pos, cap)] if test[0].mentions is not None else None
     results, index = {}, {}
     for group in groups:
-        feats = speak_group(group, texts, cfg.speech, cfg.seed, progress)
+        said = group_texts(group, texts, mentions, cfg.data.dataset, cfg.seed)
+        if said is None:   # held-out phrasings of captions without an attribute list (real data)
+            continue
+        feats = speak_group(group, said, cfg.speech, cfg.seed, progress)
         queries = Queries(pos, cap, np.ones(len(pos), bool), [group.voice] * len(pos),
                           np.array([len(f) for f in feats]),
                           lambda qs, feats=feats: pad_collate([feats[int(q)] for q in qs]))
@@ -417,6 +421,8 @@ def listening_tests(cfg: Config, encoder: nn.Module, test: list[ImageRecord], im
         results[group.name] = retrieval_figures(emb, queries, img_test, test)
         _save_npy(emb_dir / "listening" / f"{group.slug}.npy", emb)
         index[group.name] = {"file": f"{group.slug}.npy", "voice": group.voice, "degradation": group.degradation}
+        if group.held_out_phrasing:
+            index[group.name]["texts"] = said
     atomic_write_json(emb_dir / "listening.json", {"image_pos": pos.tolist(), "caption_index": cap.tolist(),
                                                    "groups": index})
     return results

@@ -10,7 +10,11 @@ captions after the SEN is trained (``sen/training.py``) and by the evaluation (`
 - **degraded audio** (``sen.listening_degradations``): the first eSpeak training voice, then
   additive white noise at 10 dB SNR, a reverberant room, or an 8 kHz telephone line;
 - a **clean** group of that voice on the same captions, so that a degradation's cost is read
-  against the same utterances.
+  against the same utterances;
+- **held-out phrasings** (``sen.listening_held_out_phrasings``): that voice again, each caption's
+  attributes said in a sentence frame the caption grammar keeps out of training
+  (``data.captions.rephrase``), read against the clean group. Toy datasets only: a real dataset's
+  captions have no attribute list to say again.
 
 The degradations use torchaudio's functional ops (``add_noise``, ``fftconvolve``, ``resample``, the
 biquad filters, mu-law). The room's impulse response is written here: exponentially decaying noise
@@ -95,6 +99,7 @@ class ListeningGroup:
     name: str                   # the row label of the sen and eval tables
     voice: str
     degradation: str | None = None
+    held_out_phrasing: bool = False   # say the caption's attributes in a frame training never uses
 
     @property
     def slug(self) -> str:
@@ -107,11 +112,25 @@ def listening_groups(speech_cfg, sen_cfg) -> list[ListeningGroup]:
     for voice in sen_cfg.listening_voices:
         where = ", in training" if voice in speech_cfg.voices else ""
         groups.append(ListeningGroup(f"speech ({voice}{where})", voice))
-    if sen_cfg.listening_degradations:
-        base = degraded_voice(speech_cfg.voices)
+    base = degraded_voice(speech_cfg.voices)
+    if sen_cfg.listening_degradations or sen_cfg.listening_held_out_phrasings:
         groups.append(ListeningGroup(f"speech ({base}, clean)", base))
-        groups += [ListeningGroup(f"speech ({base}, {LABELS[d]})", base, d) for d in sen_cfg.listening_degradations]
+    groups += [ListeningGroup(f"speech ({base}, {LABELS[d]})", base, d) for d in sen_cfg.listening_degradations]
+    if sen_cfg.listening_held_out_phrasings:
+        groups.append(ListeningGroup(f"speech ({base}, held-out phrasings)", base, held_out_phrasing=True))
     return groups
+
+
+def group_texts(group: ListeningGroup, texts: Sequence[str], mentions: Sequence[dict[str, str]] | None,
+                dataset: str, seed: int) -> list[str] | None:
+    """What ``group`` says for the listening captions ``texts``: the captions themselves, or their
+    ``mentions`` in held-out frames (None where there are no mentions to say: real datasets)."""
+    if not group.held_out_phrasing:
+        return list(texts)
+    if mentions is None:
+        return None
+    from ..data.captions import rephrase
+    return [rephrase(dataset, m, seed, key=t) for t, m in zip(texts, mentions)]
 
 
 def degraded_voice(voices: Sequence[str]) -> str:
