@@ -36,3 +36,20 @@ def has_attributes(cfg: Config, what: str) -> bool:
         return True
     print(f"{what}: toy datasets only ({cfg.data.dataset} images come without ground-truth attributes)")
     return False
+
+
+def show_source(obj, lines: tuple[int, int] | None = None):
+    """The library's own source of ``obj`` (a function, class or method), highlighted, for a
+    notebook to show next to the equation it implements: the notebook reads the code from the
+    library, so the two cannot drift apart. ``lines`` = (first, last), 1-based within the object,
+    shows only part of it."""
+    import inspect
+
+    from IPython.display import Code
+
+    source = inspect.getsource(obj)
+    if lines is not None:
+        first, last = lines
+        source = "".join(source.splitlines(keepends=True)[first - 1:last])
+    where = Path(inspect.getsourcefile(obj)).resolve().relative_to(Path(__file__).resolve().parent.parent)
+    return Code(f"# {where.as_posix()}\n{source}", language="python")
