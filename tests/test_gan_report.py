@@ -57,7 +57,7 @@ def test_stage_shapes_without_the_dense_skip_has_no_concat_row():
 
 def test_paper_parameter_counts_and_the_relation_supervisor_formula():
     counts = report.parameter_counts(GanConfig(), 1024)
-    assert abs(counts["G total"] / 1e6 - 21.29) < 0.02                # the reference's hand count
+    assert abs(counts["G total"] / 1e6 - 21.29) < 0.02                # the hand count of docs/paper_notes.md §6.2
     assert abs(counts["D stage 3"] / 1e6 - 71.27) < 0.02
     # Linear(2048, 128) + BN(128) + Linear(128, 4)
     assert counts["relation supervisor"] == 2048 * 128 + 128 + 2 * 128 + 128 * 4 + 4

@@ -162,7 +162,7 @@ def test_paper_architecture_has_the_reference_parameter_count():
     enc = SpeechEncoder.from_config(cfg)
     n = sum(p.numel() for p in enc.parameters())
     assert enc.embed_dim == 1024
-    assert 6.95e6 < n < 7.1e6   # reference 2.1: about 7.03 M
+    assert 6.95e6 < n < 7.1e6   # docs/paper_notes.md §2.1: about 7.03 M
 
 
 def test_config_requires_embed_dim_to_be_twice_the_gru_hidden_size():

@@ -56,7 +56,7 @@ class ImageCaptionDataset(Dataset):
 
     Each item is a dict: ``images`` (a list of float tensors in [-1, 1], one per entry of
     ``sizes``, all views of the same crop), ``class_id``, ``caption_index`` (uniform over the
-    image's captions when ``random_caption``, else 0, as in the reference), ``index``.
+    image's captions when ``random_caption``, else 0, as in the original: docs/paper_notes.md §4.1), ``index``.
     The augmentation comes from one seeded generator, so it is reproducible in one process; with
     DataLoader workers each worker gets a copy of it: reseed it in a ``worker_init_fn``.
     """

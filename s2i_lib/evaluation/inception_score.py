@@ -1,4 +1,5 @@
-"""Inception Score as in the StackGAN protocol (reference section 10.1), with a classifier of the test classes.
+"""Inception Score as in the StackGAN protocol (docs/paper_notes.md §10.1), with a classifier of the test
+classes.
 
 StackGAN, and S2IGAN after it, score CUB / Oxford images with an Inception-v3 *fine-tuned on the
 test classes* (50 bird species, 20 flowers), not with the ImageNet classifier: ImageNet has no

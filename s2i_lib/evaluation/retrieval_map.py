@@ -1,4 +1,4 @@
-"""The paper's mAP of generated images (reference section 10.3), without the original's input-range bug.
+"""The paper's mAP of generated images (docs/paper_notes.md §10.3), without the original's input-range bug.
 
 S2IGAN's "mAP" is not a speech-retrieval number: the *real* test images of two images per test
 class are the queries, the images *generated* from those same images' captions are the gallery
@@ -7,7 +7,7 @@ features on both sides, the ranking is by cosine similarity and relevance is the
 whether a generated image looks like its class to an ImageNet network.
 
 The original fed the generated images to Inception in [0, 1] instead of the [-1, 1] its weights
-expect (reference 13.1, bug 10), and computed the real images' features with unshipped code. Here
+expect (paper notes §13.1, bug 10), and computed the real images' features with unshipped code. Here
 both sides go through the same network the same way: the TF Inception-v3 pool features of
 ``evaluation.fid`` (the FID features, so they are computed once). The queries are the first
 ``per_class`` test images of each class in dataset order (the original used a fixed list from

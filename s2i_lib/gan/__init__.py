@@ -1,5 +1,5 @@
 """Generation stage of S2IGAN: densely-stacked generator, discriminators, relation supervisor and
-their training (reference sections 6 to 9). ``train_gan_step`` (``step.py``) is the pipeline's
+their training (docs/paper_notes.md §6 to §9). ``train_gan_step`` (``step.py``) is the pipeline's
 ``gan`` step.
 
 ``s2i_lib.gan.distributed`` (torchrun entry point, ``init_distributed``) is imported on demand."""

@@ -1,4 +1,4 @@
-"""Building blocks of the generator and the discriminators (reference sections 6 and 7.1).
+"""Building blocks of the generator and the discriminators (docs/paper_notes.md §6 and §7.1).
 
 The names follow StackGAN-v2 / the original S2IGAN code (``models/model.py``) so that the two can
 be read side by side: ``up_block`` is ``upBlock``, ``joint_conv`` is ``Block3x3_relu`` (the paper's

@@ -1,4 +1,4 @@
-"""Conditioning augmentation (CA; ``CA_NET`` in the original, reference section 6.1).
+"""Conditioning augmentation (CA; ``CA_NET`` in the original, docs/paper_notes.md §6.1).
 
 The speech embedding is mapped to a Gaussian ``N(mu, diag(exp(logvar)))`` and the generator is
 conditioned on a sample ``c`` of it, so that a few thousand embeddings cover a smooth region of

@@ -1,4 +1,4 @@
-"""Discriminators, one per generator stage (``D_NET64/128/256`` in the original, reference 7.1).
+"""Discriminators, one per generator stage (``D_NET64/128/256`` in the original, docs/paper_notes.md §7.1).
 
 Each D encodes its image to an ``8 * df_dim`` x 4 x 4 code and has two heads:
 

@@ -1,4 +1,4 @@
-"""The densely-stacked generator (paper: DG; ``G_NET`` in the original, reference section 6.2).
+"""The densely-stacked generator (paper: DG; ``G_NET`` in the original, docs/paper_notes.md §6.2).
 
 Three stages produce images at ``stage_sizes`` (64/128/256 in the paper). The first stage maps
 ``[c, z]`` to a 4x4 seed and up-samples it ``log2(size/4)`` times; every later stage joins the

@@ -1,4 +1,4 @@
-"""The relation supervisor (paper: RS; ``MD_NET`` and ``train_MDnet`` in the original, reference 8).
+"""The relation supervisor (paper: RS; ``MD_NET`` and ``train_MDnet`` in the original, docs/paper_notes.md §8).
 
 A small classifier over pairs of image features ``(f_a, f_b)``, where ``f_a`` is always the
 ground-truth image, tells apart four kinds of pair:

@@ -1,4 +1,4 @@
-"""The ``gan`` step: train the generator on the SEN step's caption embeddings (reference 6 to 9).
+"""The ``gan`` step: train the generator on the SEN step's caption embeddings (docs/paper_notes.md §6 to §9).
 
 Inputs: the dataset (training images), the speech step (which utterance belongs to which image)
 and the SEN step (the embedding of every utterance, the text baseline's embedding of every written

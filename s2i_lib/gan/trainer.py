@@ -1,4 +1,4 @@
-"""Training the generator, the discriminators and the relation supervisor (reference 7 and 8).
+"""Training the generator, the discriminators and the relation supervisor (docs/paper_notes.md §7 and §8).
 
 One iteration, as ``condGANTrainer.train`` in the original:
 

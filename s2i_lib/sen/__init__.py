@@ -1,5 +1,5 @@
 """The speech embedding network (SEN): speech encoder (SED), image encoder (IED) over frozen,
-cached backbone features, matching + distinctive losses, retrieval metrics (reference sections 2-5)."""
+cached backbone features, matching + distinctive losses, retrieval metrics (docs/paper_notes.md §2 to §5)."""
 from .backbones import (BACKBONES, BackboneSpec, FrozenBackbone, augmented_views, backbone_spec,
                         cache_backbone_features, load_backbone, measure_features_per_second,
                         view_params)

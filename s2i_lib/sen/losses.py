@@ -1,4 +1,4 @@
-"""The SEN losses (reference section 4.3): matching loss + distinctive loss.
+"""The SEN losses (docs/paper_notes.md §4.3): matching loss + distinctive loss.
 
 v_i = IED(image_i), a_i = SED(speech_i), both unit norm; c_i the class of pair i.
 """

@@ -7,13 +7,13 @@ worst one. Work is done in blocks of queries, so CUB-sized sets (29 330 captions
 never build the whole similarity matrix.
 
 - ``recall_at_k``: R@1/5/10 and median rank, speech->image and image->speech, at the *image*
-  level (the protocol of the original's Flickr8k/Places evaluation, reference section 4.5):
+  level (the protocol of the original's Flickr8k/Places evaluation, docs/paper_notes.md §4.5):
   several captions may describe one image (``image_index`` maps each caption to its image row).
   Speech->image: every caption is a query, and its one hit is its own image. Image->speech: every
   image is a query, and its rank is that of the best-placed of its own captions (any of them is a hit).
 - ``class_map``: class-level mean average precision, speech->image, ``AP = (1/n_rel) sum_k k/rank_k``
-  over the images of the query's class. ``class_map_one_query_per_class`` is the reference's
-  variant (section 4.5, ``pre_util.calc_mAP``): one query per class, the first after a *stable* sort
+  over the images of the query's class. ``class_map_one_query_per_class`` is the original's
+  variant (paper notes §4.5, ``pre_util.calc_mAP``): one query per class, the first after a *stable* sort
   by class id (the original's sort was not stable), normally among the caption-0 utterances.
 - ``attribute_precision_at_k``: share of the top-k retrieved images whose ground-truth attributes
   agree with every attribute the spoken query mentions (toy datasets only).
@@ -150,7 +150,7 @@ def first_query_per_class(class_ids: Any) -> np.ndarray:
 
 
 def class_map_one_query_per_class(sp_emb: Any, sp_class: Any, img_emb: Any, img_class: Any) -> float:
-    """The reference's SEN mAP: one speech query per class (``first_query_per_class``) against
+    """The original's SEN mAP (paper notes §4.5): one speech query per class (``first_query_per_class``) against
     every image. Pass the caption-0 utterances (one per image, in image order) to reproduce it."""
     pick = first_query_per_class(sp_class)
     return class_map(_as_array(sp_emb)[pick], np.asarray(sp_class)[pick], img_emb, img_class)

@@ -1,6 +1,6 @@
 """The speech encoder: log-mel frames -> one unit-norm embedding per utterance.
 
-Paper name: SED (speech encoder), ``CNN_RNN_ENCODER`` in the original code (reference section 2.1):
+Paper name: SED (speech encoder), ``CNN_RNN_ENCODER`` in the original code (docs/paper_notes.md §2.1):
 Conv1d(40, 64, k6, s2) + BN, Conv1d(64, 128, k6, s2) + BN (no nonlinearity between them, as the
 original), a bidirectional GRU, feature-wise additive attention pooling, L2 normalisation.
 """

@@ -1,5 +1,5 @@
 """The ``sen`` step: train the speech embedding network, select it on validation classes, export
-embeddings, and evaluate retrieval on the unseen test classes (reference sections 4 and 5).
+embeddings, and evaluate retrieval on the unseen test classes (docs/paper_notes.md §4 and §5).
 
 Differences from the original, on purpose:
 - model selection uses **validation classes carved from the training classes**; the original
@@ -172,7 +172,7 @@ def retrieval_figures(sp: np.ndarray, queries: Queries, img: np.ndarray, records
     figures = recall_at_k(sp, img, queries.image_pos, both_ways=len(np.unique(queries.image_pos)) == len(img))
     figures["class_mAP_all_queries"] = class_map(sp, sp_class, img, img_class)
     first = queries.caption_index == queries.caption_index.min()
-    # the reference: one query per class, the caption-0 utterance of the first image of the class
+    # the original's (paper notes §4.5): one query per class, the caption-0 utterance of the class's first image
     figures["class_mAP_one_query_per_class"] = class_map_one_query_per_class(
         sp[first], sp_class[first], img, img_class)
     if records and records[0].mentions is not None:
@@ -191,7 +191,7 @@ def train_sen_model(model: SenModel, train_q: Queries, train_feats: np.ndarray, 
     """Train ``model``, keep the best epoch on the validation classes, resume from a checkpoint.
 
     An epoch is one pass over the training images with one random caption (and voice) and one
-    random cached view per image, as in the reference. Returns the training history.
+    random cached view per image, as in the original (paper notes §4.1). Returns the training history.
     """
     ckpt_path, best_path = out_dir / f"{tag}_{CHECKPOINT}", out_dir / f"{tag}_{BEST}"
     params = [p for p in model.parameters() if p.requires_grad]

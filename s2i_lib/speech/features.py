@@ -1,4 +1,4 @@
-"""S2IGAN's audio front end (reference 1.1), its storage for fast training, and batching.
+"""S2IGAN's audio front end (docs/paper_notes.md §1.1), its storage for fast training, and batching.
 
 Front end, as the official ``Audio_to_mel.py`` computes it with librosa, here with torchaudio's
 filterbank (see ``LogMel``):

@@ -1,7 +1,7 @@
 """Text-to-speech backends behind one interface.
 
 S2IGAN never had real speech for CUB-200 and Oxford-102: the authors ran NVIDIA's Tacotron2 over the
-text captions (reference 1.1). We do the same with the offline synthesizers that install from wheels:
+text captions (docs/paper_notes.md §1.1). We do the same with the offline synthesizers that install from wheels:
 
 | voice                  | backend                                   | speed on 2 CPU cores |
 |------------------------|-------------------------------------------|----------------------|
