@@ -47,9 +47,12 @@ def show_source(obj, lines: tuple[int, int] | None = None):
 
     from IPython.display import Code
 
+    obj = inspect.unwrap(obj)   # a method under @torch.no_grad(): its own code, not torch's wrapper
     source = inspect.getsource(obj)
     if lines is not None:
         first, last = lines
         source = "".join(source.splitlines(keepends=True)[first - 1:last])
-    where = Path(inspect.getsourcefile(obj)).resolve().relative_to(Path(__file__).resolve().parent.parent)
-    return Code(f"# {where.as_posix()}\n{source}", language="python")
+    path = Path(inspect.getsourcefile(obj)).resolve()
+    repo = Path(__file__).resolve().parent.parent
+    where = path.relative_to(repo).as_posix() if path.is_relative_to(repo) else path.name
+    return Code(f"# {where}\n{source}", language="python")
