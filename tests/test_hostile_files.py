@@ -406,7 +406,7 @@ PAPER = {
     "gan.ema_decay": 0.999,
     # not in the paper: must be off
     "gan.rescale_embedding": False, "gan.rs_cached_views": False, "gan.d_projection": False,
-    "gan.contrastive_coeff": 0.0,
+    "gan.contrastive_coeff": 0.0, "speech.augment_share": 0.0,
     "eval.is_splits": 10,
 }
 PAPER_PER_DATASET = {
