@@ -26,8 +26,10 @@ setup:
 run: setup
 	$(PY) -m s2i_lib notebooks --profile $(PROFILE) --output-dir outputs
 
-# Unit tests + nbval over every notebook on the smoke profile.
+# The import contracts (.importlinter, in seconds), then unit tests + nbval over every notebook on
+# the smoke profile.
 test: setup
+	$(VENV)/bin/lint-imports --no-cache
 	S2I_PROFILE=smoke $(PY) -m pytest
 
 lab: setup

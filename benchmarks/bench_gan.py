@@ -16,7 +16,7 @@ again before each of its iterations.
     embeddings 1024), one full training iteration (G forward, 3 D updates, RS update, G update,
     EMA) at batch 8 with the relation supervisor on a frozen Inception-v3 (random weights, the
     paper's SEN image encoder: 256 px resized to 299, Mixed_7c mean, Linear 2048 -> 1024,
-    ``s2i_lib.gan.step.SenImageFeatures``):
+    ``s2i_lib.sen.image_encoder.SenImageFeatures``):
     - ``as_original``: our trainer doing the original's work, fp32: the RS's real, similar and
       wrong images through the extractor every iteration (no cached views) and, through
       ``OriginalExtractorPasses``, as many extractor passes as the original makes (10 per
@@ -127,14 +127,14 @@ def _set_precision(setting: str) -> None:
 
 
 def _rs_extractor(profile: str, tmp: Path):
-    """The pipeline's RS feature extractor, ``s2i_lib.gan.step.SenImageFeatures`` (the profile's
+    """The pipeline's RS feature extractor, ``s2i_lib.sen.image_encoder.SenImageFeatures`` (the profile's
     frozen SEN backbone at its configured input size, the SEN projection, unit norm), with a
     randomly initialised projection and, for the torchvision Inception, random weights (the real
     file cannot be downloaded here; same architecture, same cost)."""
     import torch
 
     from s2i_lib.config import load_config
-    from s2i_lib.gan.step import SenImageFeatures
+    from s2i_lib.sen.image_encoder import SenImageFeatures
     from s2i_lib.sen import ImageEncoder, backbone_spec
     from s2i_lib.sen.backbones import TORCHVISION_INCEPTION_FILE
 

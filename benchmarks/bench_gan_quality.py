@@ -70,9 +70,9 @@ def main() -> None:
     from s2i_lib.config import load_config
     from s2i_lib.data.build import TOY_DATASETS, toy_module
     from s2i_lib.data.layout import read_dataset
+    from s2i_lib.evaluation.protocol import cached_attribute_judge
     from s2i_lib.evaluation.report import drawn_by_snapshot, fid_by_snapshot, mention_onehots
-    from s2i_lib.evaluation.step import cached_attribute_judge
-    from s2i_lib.gan import train_gan_step
+    from s2i_lib.steps.gan import train_gan_step
 
     every = max(1, args.iterations // args.snapshots)
     seed = [] if args.gan_seed is None else [f"gan.seed={args.gan_seed}"]

@@ -160,8 +160,8 @@ def main() -> None:
     from s2i_lib.data.torch_datasets import image_cache
     from s2i_lib.evaluation.attribute_judge import attribute_accuracy
     from s2i_lib.evaluation.fid import images_to_model_input
+    from s2i_lib.evaluation.protocol import cached_attribute_judge
     from s2i_lib.evaluation.report import drawn_test_captions, mention_onehots
-    from s2i_lib.evaluation.step import cached_attribute_judge
     from s2i_lib.inference import to_uint8
     from s2i_lib.progress import tqdm
 

@@ -43,7 +43,7 @@ def main() -> None:
     from s2i_lib import device, pipeline
     from s2i_lib.artifacts import atomic_write_json
     from s2i_lib.config import load_config
-    from s2i_lib.sen.training import train_sen_step
+    from s2i_lib.steps.sen import train_sen_step
 
     if not device.cpu_has_bf16_units():
         sys.exit("this CPU has no bf16 units (amx_bf16 / avx512_bf16): bf16 would be emulated; nothing to compare")

@@ -25,9 +25,9 @@ sys.path.insert(0, str(REPO))
 from s2i_lib.artifacts import atomic_write_json, package_versions  # noqa: E402
 from s2i_lib.config import load_config  # noqa: E402
 from s2i_lib.data.layout import read_dataset  # noqa: E402
-from s2i_lib.speech import tts  # noqa: E402
 from s2i_lib.speech.synthesis import (plan_utterances, synthesize_plan,  # noqa: E402
                                       write_caption_dataset)
+from s2i_lib.voices import backend_of  # noqa: E402
 
 TARGETS = {"piper_utt_per_s": 4.0, "espeak_utt_per_s": 100.0, "features_utt_per_s": 500.0,
            "default_step_s": 600.0}
@@ -48,7 +48,7 @@ def bench_backend(data: Path, work: Path, voice: str, n: int, workers: int) -> d
     t0 = time.perf_counter()
     res = synthesize_plan(plan, out, cfg.speech, workers=workers, progress=False)
     wall = time.perf_counter() - t0
-    b = res.figures["per_backend"][tts.backend_of(voice)]
+    b = res.figures["per_backend"][backend_of(voice)]
     return {"voice": voice, "workers": workers, "utterances": len(plan),
             "wall_s": round(wall, 2), "utt_per_s_wall": round(len(plan) / wall, 2),
             "utt_per_s_steady": round(b["utt_per_s_per_worker"] * min(workers, len(plan)), 2),
@@ -95,7 +95,7 @@ def bench_features(step_dir: Path, manifest: list[dict], workers: int, n: int) -
 
 def bench_default_step(work: Path) -> dict:
     """The default profile's speech step on a synthetic dataset of the default size."""
-    from s2i_lib.speech.pipeline import build_speech_step
+    from s2i_lib.steps.speech import build_speech_step
     cfg = load_config("default")
     n_train, n_test = 150, 50  # ToyBirds: CUB's split
     data = write_caption_dataset(work / "default-data", n_train, n_test, cfg.data.images_per_class)

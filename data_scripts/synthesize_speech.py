@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "dataset.json").exists():
         print(f"error: {args.data} is not a dataset folder (no dataset.json)", file=sys.stderr)
         return 2
-    from s2i_lib.speech.pipeline import build_speech_step
+    from s2i_lib.steps.speech import build_speech_step
 
     data = args.data.resolve()
     section = {"seed": cfg.seed, "speech": cfg.to_dict()["speech"], "data": str(data)}

@@ -9,7 +9,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import pipeline
+from .artifacts import BadFileError
 from .config import STEPS, ConfigError, available_profiles, load_config
+from .notebooks import run_notebooks
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,22 +65,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    from . import pipeline
     if args.command == "status":
         for step in STEPS:
             st = pipeline.state(step, cfg, args.runs_dir)
             print(f"{step:7s} {st.status:8s} {st.reason}  ({st.dir})")
         return 0
     if args.command == "generate":
-        from .demo import run_generate
+        from .demo import run_generate   # imports torch: not at the top, so that --help is instant
         return run_generate(cfg, args.out, args.wav, args.text, args.voice, args.seed, args.n,
                             args.runs_dir)
     if args.command == "notebooks":
-        from .notebooks import run_notebooks
         return run_notebooks(args.profile, args.overrides, args.output_dir, args.only, args.runs_dir)
 
-    from .artifacts import BadFileError
-    from .device import select_device
+    from .device import select_device   # imports torch: not at the top, so that --help is instant
     try:
         select_device(cfg.device, cfg.precision)
         steps = STEPS if args.command == "all" else (args.command,)

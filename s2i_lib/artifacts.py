@@ -232,6 +232,22 @@ class PeakMemory:
         self.peak = max(self.peak, _current_rss_bytes())
 
 
+# ----------------------------------------------------------------------------------- run folders
+def default_runs_dir() -> Path:
+    """``S2I_RUNS_DIR``, else ``runs/`` at the repository root (not the notebook's folder)."""
+    env = os.environ.get("S2I_RUNS_DIR")
+    if env:
+        return Path(env)
+    repo = Path(__file__).resolve().parent.parent
+    return repo / "runs" if (repo / "pyproject.toml").exists() else Path("runs").resolve()
+
+
+def step_dir(step: str, cfg: Any, runs_dir: str | os.PathLike | None = None) -> Path:
+    """``runs/<profile>/<step>/`` of ``cfg``'s profile (``cfg``: a ``config.Config``). Where a step
+    writes (``pipeline.ensure`` runs it) and where a report or the demo reads what it wrote."""
+    return Path(runs_dir or default_runs_dir()) / cfg.profile / step
+
+
 # ----------------------------------------------------------------------------------- step cache
 @dataclass(frozen=True)
 class StepState:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import yaml
 
 from .artifacts import stable_hash
+from .voices import DEGRADATIONS, UnknownVoiceError, parse_voice
 
 STEPS = ("data", "speech", "sen", "gan", "eval")
 
@@ -118,7 +119,6 @@ class SpeechConfig:
 
     def validate(self, p: str) -> None:
         _check(len(self.voices) >= 1, f"{p}.voices", self.voices, "needs at least one voice")
-        from .speech.tts import UnknownVoiceError, parse_voice
         for k in ("voices", "heldout_voices"):
             for v in getattr(self, k):
                 try:
@@ -213,8 +213,6 @@ class SenConfig:
     listening_captions: int = 500
 
     def validate(self, p: str) -> None:
-        from .speech.listening import DEGRADATIONS
-        from .speech.tts import UnknownVoiceError, parse_voice
         for v in self.listening_voices:
             try:
                 parse_voice(v)

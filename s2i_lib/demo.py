@@ -24,6 +24,7 @@ import io
 import json
 import os
 import re
+import sys
 import tempfile
 import time
 import uuid
@@ -33,9 +34,16 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import load_array
-from .config import Config, SpeechConfig
+from . import pipeline
+from .artifacts import METRICS_FILE, load_array, read_json
+from .config import STEPS, Config, SpeechConfig
+# the colour words of a caption: one reading for the demo, the evaluation and notebook 03
+from .data.captions import colour_attributes, colour_mentions, part_name, swap_colours
+from .data.layout import read_dataset
+from .inference import MAX_SEED, SpeechToImage
 from .speech.features import AudioError, read_audio
+from .speech.synthesis import normalise_caption
+from .speech.tts import UnknownVoiceError, WeightsNotAvailableError
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_RECORDING_SECONDS = 30.0
@@ -173,131 +181,6 @@ def wav_bytes(wave: np.ndarray, sample_rate: int) -> bytes:
     return buf.getvalue()
 
 
-# ------------------------------------------------------------------------------------ colour words
-# The grammar's vocabulary (s2i_lib.data.captions): which nouns name which coloured part, including
-# the synonyms the captions use ("cap" for the crown, "breast" for the belly, "bill" for the beak).
-_PART_NOUNS = {
-    "birds": {"crown": "crown_color", "cap": "crown_color",
-              "belly": "belly_color", "breast": "belly_color", "underside": "belly_color",
-              "chest": "belly_color", "wings": "wing_color", "back": "wing_color",
-              "feathers": "wing_color", "bars": "wing_bars", "wingbars": "wing_bars",
-              "beak": "beak_color", "bill": "beak_color"},
-    "flowers": {"petals": "petal_color", "center": "center_color", "centers": "center_color",
-                "middle": "center_color", "middles": "center_color", "disk": "center_color",
-                "disks": "center_color"},
-}
-# Words that may stand between a colour and its noun: "red wing bars", "a blue central disk",
-# "five pink long thin petals".
-_BETWEEN = {"wing", "central", "round", "rounded", "pointed", "pointy", "long", "thin", "elongated"}
-_VOCABULARY = {"toybirds": "birds", "toybirds_plain": "birds", "cub": "birds", "toyflowers": "flowers",
-               "oxford": "flowers"}
-
-
-def _grammar():
-    from .data import captions
-    # the shading words the grammar puts before each colour ("bright red", "pale yellow")
-    return captions._COLOR_MODIFIERS
-
-
-def _vocabulary(dataset: str) -> str:
-    if dataset not in _VOCABULARY:
-        raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(_VOCABULARY)}")
-    return _VOCABULARY[dataset]
-
-
-def colour_attributes(dataset: str) -> dict[str, list[str]]:
-    """Colour attribute -> the colours the dataset uses for it (``wing_bars`` without "none")."""
-    if _vocabulary(dataset) == "birds":
-        from .data.toy_birds import ATTRIBUTES, COLOR_PARTS
-    else:
-        from .data.toy_flowers import ATTRIBUTES, COLOR_PARTS
-    return {a: [c for c in ATTRIBUTES[a] if c != "none"] for a in COLOR_PARTS}
-
-
-def part_name(attribute: str) -> str:
-    """"crown_color" -> "crown", "wing_color" -> "wings", "wing_bars" -> "wing bars" (for labels)."""
-    from .data import toy_birds, toy_flowers
-    parts = {**toy_birds.COLOR_PARTS, **toy_flowers.COLOR_PARTS}
-    return parts.get(attribute, attribute.removesuffix("_color")).replace("_", " ")
-
-
-@dataclass
-class _ColourWord:
-    attribute: str
-    colour: str
-    start: int            # where the phrase starts: the shading word if any, else the colour
-    end: int              # end of the colour word
-    modifier: str | None
-    article: tuple[int, int] | None   # span of an "a"/"an" right before the phrase
-
-
-def _find_colours(caption: str, dataset: str) -> list[_ColourWord]:
-    nouns = _PART_NOUNS[_vocabulary(dataset)]
-    modifiers = _grammar()
-    words = [(m.group().lower(), m.start(), m.end()) for m in re.finditer(r"[A-Za-z]+", caption)]
-    found = []
-    for i, (w, start, end) in enumerate(words):
-        if w not in modifiers:
-            continue
-        attribute = None
-        j = i + 1                        # "a red crown", "red wing bars", "pink pointed petals"
-        while j < len(words) and words[j][0] in _BETWEEN and j - i <= 2:
-            j += 1
-        if j < len(words) and words[j][0] in nouns:
-            attribute = nouns[words[j][0]]
-        else:                            # "its crown is red", "petals that are pink and pointed"
-            k = i - 1
-            if k >= 0 and words[k][0] in modifiers[w]:
-                k -= 1
-            if k >= 0 and words[k][0] in ("is", "are"):
-                attribute = next((nouns[words[m][0]] for m in range(k - 1, -1, -1)
-                                  if words[m][0] in nouns), None)
-        if attribute is None:
-            continue
-        modifier = words[i - 1][0] if i > 0 and words[i - 1][0] in modifiers[w] else None
-        p = i - 1 if modifier else i
-        article = (words[p - 1][1], words[p - 1][2]) if p > 0 and words[p - 1][0] in ("a", "an") else None
-        found.append(_ColourWord(attribute, w, words[p][1], end, modifier, article))
-    return found
-
-
-def colour_mentions(caption: str, dataset: str = "toybirds") -> dict[str, str]:
-    """The colour the caption gives each part: attribute -> colour, e.g. "a bird with a pale
-    yellow cap" -> {"crown_color": "yellow"}."""
-    out: dict[str, str] = {}
-    for c in _find_colours(caption, dataset):
-        out.setdefault(c.attribute, c.colour)
-    return out
-
-
-def swap_colours(caption: str, changes: dict[str, str], dataset: str = "toybirds") -> str:
-    """``caption`` with the colour words of the parts in ``changes`` (attribute -> colour, e.g.
-    {"belly_color": "red"}) replaced; everything else is kept. A shading word the grammar never
-    uses with the new colour is dropped ("pale yellow" -> "red", "bright yellow" -> "bright red")
-    and "a"/"an" is fixed. Parts the caption does not colour are left alone (see
-    ``colour_mentions``)."""
-    allowed = colour_attributes(dataset)
-    for attribute, colour in changes.items():
-        if attribute not in allowed:
-            raise ValueError(f"unknown colour part {attribute!r} for {dataset}; expected one of "
-                             f"{', '.join(allowed)}")
-        if colour not in allowed[attribute]:
-            raise ValueError(f"{dataset} has no {part_name(attribute)} colour {colour!r}; "
-                             f"expected one of {', '.join(allowed[attribute])}")
-    modifiers = _grammar()
-    out = caption
-    for c in reversed(_find_colours(caption, dataset)):    # right to left: spans stay valid
-        if c.attribute not in changes:
-            continue
-        new = changes[c.attribute]
-        phrase = f"{c.modifier} {new}" if c.modifier and c.modifier in modifiers[new] else new
-        out = out[:c.start] + phrase + out[c.end:]
-        if c.article:
-            a, b = c.article
-            out = out[:a] + ("an" if phrase[0] in "aeiou" else "a") + out[b:]
-    return out
-
-
 # ------------------------------------------------------------------------------------ the demo
 @dataclass
 class Generated:
@@ -347,10 +230,9 @@ class Demo:
     def load(cls, cfg: Config, runs_dir: str | Path | None = None, build: bool = True) -> "Demo":
         """The demo of ``cfg``'s profile; with ``build`` the missing steps are built first (with
         progress bars), else a missing step is a FileNotFoundError."""
-        from . import pipeline
-        from .data.layout import read_dataset
-        from .inference import SpeechToImage
-        s2i = SpeechToImage.from_runs(cfg, runs_dir, build=build)
+        if build:
+            pipeline.ensure("gan", cfg, runs_dir)
+        s2i = SpeechToImage.from_runs(cfg, runs_dir)
         warm_up(s2i)
         index = read_dataset(pipeline.step_dir("data", cfg, runs_dir))
         path = pipeline.step_dir("sen", cfg, runs_dir) / "embeddings" / "image_train.npy"
@@ -380,7 +262,6 @@ class Demo:
     # --- speech in
     def from_text(self, caption: str, voice: str | None = None, seed: int = 0, n: int = 4) -> Generated:
         """``caption`` spoken by ``voice`` (default: the first training voice), then drawn."""
-        from .speech.synthesis import normalise_caption
         voice = self.check_voice(voice or self.voices[0])
         _check_request(seed, n)
         text = normalise_caption(caption, self.cfg.speech.max_caption_chars)
@@ -444,7 +325,6 @@ class Demo:
 
 
 def _check_request(seed: int, n: int) -> None:
-    from .inference import MAX_SEED
     if not 1 <= int(n) <= MAX_IMAGES:
         raise ValueError(f"--n (the number of images) must be between 1 and {MAX_IMAGES}, got {n}")
     if not 0 <= int(seed) <= MAX_SEED:
@@ -628,12 +508,6 @@ def run_generate(cfg: Config, out: Path, wav: Path | None = None, text: str | No
     """``python -m s2i_lib generate``: images from a recording or a typed caption, written to ``out``.
     Returns the exit code: 2 for bad input (a bad file, option, damaged or stale model, an --out
     that cannot be written), with a one-line message on stderr and nothing written."""
-    import sys
-
-    from .inference import SpeechToImage
-    from .speech.synthesis import normalise_caption
-    from .speech.tts import UnknownVoiceError, WeightsNotAvailableError
-
     def fail(message: str) -> int:
         # one line, whatever the message holds (an OS error text, a path with a newline)
         print("error: " + " ".join(message.splitlines()), file=sys.stderr)
@@ -693,8 +567,6 @@ def check_trained_config(cfg: Config, runs_dir: str | Path | None = None) -> Non
     that differ, or from another run of the sen step than the one on disk (its generator was
     trained on another encoder's embeddings). A step that never finished is left to the loaders,
     which say what to build."""
-    from . import pipeline
-    from .artifacts import METRICS_FILE, read_json
     gan_dir = pipeline.step_dir("gan", cfg, runs_dir)
     if not (gan_dir / METRICS_FILE).exists():
         return
@@ -719,9 +591,6 @@ def check_trained_config(cfg: Config, runs_dir: str | Path | None = None) -> Non
 def _config_changes(cfg: Config, runs_dir: str | Path | None) -> list[str]:
     """"section.key: trained -> asked" for each value that the metrics.json of the steps up to gan
     record differently from ``cfg`` (each step records its own section)."""
-    from . import pipeline
-    from .artifacts import METRICS_FILE, read_json
-    from .config import STEPS
     def shown(value: Any) -> str:
         return value if isinstance(value, str) else json.dumps(value)
 

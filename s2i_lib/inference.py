@@ -3,7 +3,7 @@
 The one path from a caption to a picture, shared by the evaluation (colour swaps, held-out voices),
 the demo notebook and ``python -m s2i_lib generate``::
 
-    s2i = SpeechToImage.from_runs(cfg)                 # trained sen + gan steps of a profile
+    s2i = SpeechToImage.from_runs(cfg)                 # the sen + gan steps of a profile, once built
     wave = s2i.speak("a small bird with a red crown", voice="espeak:en-us")
     emb = s2i.embed([s2i.features(wave)])              # (1, D), unit norm
     images = s2i.generate(emb, n=4, seed=0)            # (1, 4, 3, S, S) uint8, the last stage
@@ -20,13 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .artifacts import BadFileError, load_checkpoint, require_finite
+from .artifacts import BadFileError, load_checkpoint, require_finite, step_dir
 from .config import Config, SenConfig
-from .device import precision
-from .gan.step import GENERATOR_FILE
-from .gan.trainer import load_generator
+from .device import precision, select_device
+from .gan.trainer import GENERATOR_FILE, load_generator
+from .progress import tqdm
 from .sen.speech_encoder import MIN_FRAMES, SpeechEncoder
 from .speech.features import log_mel
+from .speech.tts import load_synthesizer, sample_params
 
 
 def load_speech_encoder(sen_dir: str | Path, device: torch.device | str = "cpu") -> SpeechEncoder:
@@ -97,22 +98,17 @@ class SpeechToImage:
         return cls(encoder, generator, cfg, device)
 
     @classmethod
-    def from_runs(cls, cfg: Config, runs_dir: str | Path | None = None, build: bool = False,
+    def from_runs(cls, cfg: Config, runs_dir: str | Path | None = None,
                   device: torch.device | str | None = None) -> "SpeechToImage":
-        """The trained models of ``cfg``'s profile; with ``build``, the missing or stale steps are
-        built first (with progress bars), else a missing step is a FileNotFoundError."""
-        from . import pipeline
-        from .device import select_device
-        if build:
-            pipeline.ensure("gan", cfg, runs_dir)
-        return cls.from_dirs(cfg, pipeline.step_dir("sen", cfg, runs_dir), pipeline.step_dir("gan", cfg, runs_dir),
+        """The trained models in ``cfg``'s run folders; a missing step is a FileNotFoundError (to
+        build the missing or stale steps first: ``pipeline.ensure("gan", cfg, runs_dir)``)."""
+        return cls.from_dirs(cfg, step_dir("sen", cfg, runs_dir), step_dir("gan", cfg, runs_dir),
                              device or select_device(cfg.device, cfg.precision))
 
     # --- speech in
     def speak(self, text: str, voice: str, seed: int = 0) -> np.ndarray:
         """``text`` spoken by ``voice`` ("backend:name") at the speech step's sample rate, with the
         speech step's per-utterance randomness (rate, pitch) drawn from ``seed`` and the text."""
-        from .speech.tts import sample_params
         synth = _synthesizer(voice, self.cfg.speech.sample_rate)
         params = sample_params(voice, seed, f"demo-{zlib.crc32(text.encode())}")
         return synth.synthesize(text, params)
@@ -121,7 +117,6 @@ class SpeechToImage:
         """``text`` spoken by ``voice`` at the rate and pitch that ``speak(reference, voice, seed)``
         uses: two captions that differ in one word are then said the same way, so that only the
         word differs (the colour experiment)."""
-        from .speech.tts import sample_params
         synth = _synthesizer(voice, self.cfg.speech.sample_rate)
         params = sample_params(voice, seed, f"demo-{zlib.crc32(reference.encode())}")
         return synth.synthesize(text, params)
@@ -168,7 +163,6 @@ class SpeechToImage:
         images are generated for evaluation. Noise row i depends only on ``seed`` and i, so the same
         embeddings in the same order give the same images, in any batch size. ``progress``: a bar
         label (or True for "generating"); None or False: no bar."""
-        from .progress import tqdm
         emb = torch.as_tensor(np.asarray(embeddings), dtype=torch.float32)
         z, eps = noise(len(emb), self.generator.z_dim, self.generator.ca.cond_dim, seed)
         size = self.generator.stage_sizes[-1]
@@ -188,7 +182,6 @@ _SYNTHS: dict[tuple[str, int], object] = {}
 
 def _synthesizer(voice: str, sample_rate: int):
     """Loaded voices are kept: loading Piper takes a second, synthesis a fraction of that."""
-    from .speech.tts import load_synthesizer
     key = (voice, sample_rate)
     if key not in _SYNTHS:
         _SYNTHS[key] = load_synthesizer(voice, sample_rate=sample_rate, threads=1)

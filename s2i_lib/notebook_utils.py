@@ -7,6 +7,8 @@ from pathlib import Path
 import pandas as pd
 
 from .config import STEPS, Config
+from .data.build import TOY_DATASETS
+from .pipeline import state
 
 
 def config_table(cfg: Config, section: str) -> pd.DataFrame:
@@ -18,7 +20,6 @@ def config_table(cfg: Config, section: str) -> pd.DataFrame:
 
 def status_table(cfg: Config, runs_dir: str | Path | None = None) -> pd.DataFrame:
     """Status of every step of the profile: done / stale / partial / missing, and why."""
-    from .pipeline import state
     rows = []
     for step in STEPS:
         st = state(step, cfg, runs_dir)
@@ -31,7 +32,6 @@ def status_table(cfg: Config, runs_dir: str | Path | None = None) -> pd.DataFram
 def has_attributes(cfg: Config, what: str) -> bool:
     """True on the toy datasets, whose images come with ground-truth attributes. On a real dataset
     (CUB, Oxford) prints that ``what`` needs them and returns False: the notebook cell skips it."""
-    from .data.build import TOY_DATASETS
     if cfg.data.dataset in TOY_DATASETS:
         return True
     print(f"{what}: toy datasets only ({cfg.data.dataset} images come without ground-truth attributes)")

@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 from .artifacts import atomic_write_text
-from .config import STEPS, load_config
+from .config import STEPS, _flatten_overrides, load_config
+from .pipeline import state
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = REPO / "notebooks"
@@ -27,7 +28,7 @@ def notebook_paths(only: list[str] | None = None) -> list[Path]:
 def run_notebooks(profile: str, overrides: list[str], output_dir: Path,
                   only: list[str] | None = None, runs_dir: Path | None = None) -> int:
     """Execute the notebooks in order into ``output_dir/notebooks``; stop at the first failure."""
-    import papermill as pm
+    import papermill as pm   # here: it takes seconds to import, and only this command needs it
 
     # the kernels inherit this environment: text progress lines instead of silent widgets
     os.environ.setdefault("S2I_TEXT_PROGRESS", "1")
@@ -55,15 +56,12 @@ def run_notebooks(profile: str, overrides: list[str], output_dir: Path,
 
 
 def _as_dict(overrides: list[str]) -> dict:
-    from .config import _flatten_overrides
     return _flatten_overrides(overrides)
 
 
 def write_summary(profile: str, path: Path, runs_dir: Path | None = None,
                   overrides: list[str] | None = None) -> Path:
     """A markdown table of every step of the profile: status, time, memory, top-level figures."""
-    from .pipeline import state
-
     cfg = load_config(profile, overrides)
     lines = [f"# Summary: profile `{cfg.profile}`", "",
              "| step | status | wall time (s) | peak RSS (MB) | figures |", "|---|---|---|---|---|"]

@@ -2,39 +2,32 @@
 
 ``ensure(step, cfg)`` is what the CLI and the notebooks call: it first ensures every earlier step
 (building only what is missing or stale), then runs ``step`` unless its outputs are up to date,
-and returns the step's folder ``runs/<profile>/<step>/``.
+and returns the step's folder ``runs/<profile>/<step>/`` (``step_dir``, from ``artifacts``).
+
+With ``s2i_lib/steps/`` this is the steps layer (see ``.importlinter``): the only code that orders
+the steps and hands them a ``Config`` and their folders.
 """
 from __future__ import annotations
 
 import importlib
-import os
 from pathlib import Path
 from typing import Callable
 
-from .artifacts import METRICS_FILE, StepState, run_step, step_state
+from .artifacts import METRICS_FILE, StepState, default_runs_dir, run_step, step_dir, step_state
 from .config import STEPS, Config
 
-# step -> "module:function"; the function is work(cfg, out_dir, inputs) -> figures, where
-# inputs maps every earlier step to its folder. Imported lazily so that `--help` stays instant.
+# step -> "module:function" of the steps layer (s2i_lib/steps/); the function is
+# work(cfg, out_dir, inputs) -> figures, where inputs maps every earlier step to its folder.
+# Imported when a step runs, not here: the step modules import torch, and `status` and the
+# notebooks' status tables (``state``) need only the config and the runs folder.
 STEP_FUNCTIONS: dict[str, str] = {
     # the dataset, then the evaluation's instruments of it (they depend on the dataset alone)
-    "data": "s2i_lib.evaluation.step:data_step",
-    "speech": "s2i_lib.speech.pipeline:build_speech_step",
-    "sen": "s2i_lib.sen.training:train_sen_step",
-    "gan": "s2i_lib.gan:train_gan_step",
-    "eval": "s2i_lib.evaluation.step:evaluate_step",
+    "data": "s2i_lib.steps.data:data_step",
+    "speech": "s2i_lib.steps.speech:build_speech_step",
+    "sen": "s2i_lib.steps.sen:train_sen_step",
+    "gan": "s2i_lib.steps.gan:train_gan_step",
+    "eval": "s2i_lib.steps.eval:evaluate_step",
 }
-def default_runs_dir() -> Path:
-    """``S2I_RUNS_DIR``, else ``runs/`` at the repository root (not the notebook's folder)."""
-    env = os.environ.get("S2I_RUNS_DIR")
-    if env:
-        return Path(env)
-    repo = Path(__file__).resolve().parent.parent
-    return repo / "runs" if (repo / "pyproject.toml").exists() else Path("runs").resolve()
-
-
-def step_dir(step: str, cfg: Config, runs_dir: str | Path | None = None) -> Path:
-    return Path(runs_dir or default_runs_dir()) / cfg.profile / step
 
 
 def _work_function(step: str) -> Callable:

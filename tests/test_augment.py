@@ -83,7 +83,7 @@ def test_copies_are_planned_for_training_utterances_only(tmp_path):
 
 def test_the_speech_step_featurises_each_copy_through_its_chain(tmp_path):
     from s2i_lib.speech.features import FeatureStore, num_frames
-    from s2i_lib.speech.pipeline import build_speech_step
+    from s2i_lib.steps.speech import build_speech_step
     from s2i_lib.speech.synthesis import read_jsonl
     data = write_caption_dataset(tmp_path / "data", n_train_classes=3, n_test_classes=1, images_per_class=2)
     cfg = load_config("smoke", {"speech.augment_share": 1.0, "speech.voices": ["espeak:en-us"],

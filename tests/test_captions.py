@@ -171,6 +171,22 @@ def test_rephrase_says_the_same_attributes_in_frames_training_never_uses(dataset
         rephrase("cub", {}, 0, "x")
 
 
+@pytest.mark.parametrize("dataset,module", [("toybirds", toy_birds), ("toyflowers", toy_flowers)])
+def test_the_colour_reader_finds_every_mentioned_colour_hedged_or_not(dataset, module):
+    """The demo's and the evaluation's one colour reader (``colour_mentions``) reads back the colour of
+    every part a caption (or its held-out rephrasing) gives one, hedges included ("kind of yellow")."""
+    from s2i_lib.data.captions import colour_mentions, rephrase
+    hedged = 0
+    for cls in module.class_table()[::2]:
+        for cap in make_captions(dataset, cls.attributes, seed=0, class_id=cls.id, index=0):
+            want = {a: v for a, v in cap.mentions.items()
+                    if a.endswith("_color") or (a == "wing_bars" and v != "none")}
+            for text in (cap.text, rephrase(dataset, cap.mentions, seed=0, key=cap.text)):
+                assert colour_mentions(text, dataset) == want, text
+                hedged += any(h in text for h in ("kind of", "sort of", "mostly"))
+    assert hedged > 10
+
+
 def test_swap_colour_changes_only_the_named_part_and_drops_its_shade():
     from s2i_lib.data.captions import swap_colour
     mentions = {"belly_color": "black", "wing_color": "white", "beak_length": "long"}

@@ -9,8 +9,8 @@ import pytest
 
 from s2i_lib.data.captions import make_captions
 from s2i_lib.data.toy_birds import class_table
-from s2i_lib.evaluation.report import results_table, to_markdown
-from s2i_lib.evaluation.step import QueryGroup, colour_swaps, map_gallery, swap_outcomes, swap_voice
+from s2i_lib.evaluation.protocol import QueryGroup, colour_swaps, map_gallery, swap_outcomes, swap_voice
+from s2i_lib.evaluation.table import results_table, to_markdown
 
 
 def test_one_query_per_image_is_each_images_own_and_seeded():
@@ -121,7 +121,7 @@ def test_mention_onehots_mark_each_mentioned_value_in_its_attribute_block():
 def _tiny_judge(cfg, dirs, size):
     """A quick attribute judge, saved where the evaluation's cached judge goes (loaded if there)."""
     from s2i_lib.evaluation import train_attribute_judge
-    from s2i_lib.evaluation.step import attribute_judge_path
+    from s2i_lib.evaluation.protocol import attribute_judge_path
     return train_attribute_judge(cfg.data.dataset, size, cfg.seed, attribute_judge_path(dirs["data"] / "cache", size, cfg.seed),
                                  n_images=32, epochs=1, n_heldout=8, width=4, batch_size=16, workers=1,
                                  progress=False)
@@ -131,7 +131,7 @@ def _judged_test_captions(cfg, dirs, n):
     """The test captions that ``report._judged_captions`` draws, redrawn by hand (the training split's
     draw comes first from the same generator): (index, test records, their query group, the pick)."""
     from s2i_lib.data.layout import read_dataset
-    from s2i_lib.evaluation.step import GROUPS, test_queries
+    from s2i_lib.evaluation.protocol import GROUPS, test_queries
     index = read_dataset(dirs["data"])
     records = index.split("test")
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0x10C]))
@@ -171,7 +171,7 @@ def test_drawn_by_snapshot_judges_every_snapshot_on_both_splits(smoke_gan, one_t
     # the oracle: a generator trained on the captions' one-hots is judged on the same
     from s2i_lib.data.toy_birds import ATTRIBUTES
     from s2i_lib.evaluation.report import mention_onehots
-    from s2i_lib.gan import train_gan_step
+    from s2i_lib.steps.gan import train_gan_step
     onehots = np.stack([mention_onehots(list(r.mentions), ATTRIBUTES) for r in index.split("train")])
     train_gan_step(cfg, tmp_path / "oracle", {s: dirs[s] for s in ("data", "speech", "sen")}, embeddings=onehots)
     last = sorted((tmp_path / "oracle").glob("checkpoints/generator_ema_*.pt"))[-1]
@@ -257,9 +257,10 @@ def _eval_with_ablations_without_the_full_model(cfg, runs, monkeypatch) -> dict:
     ablations (the real ones are run by the last test of this file); its results."""
     from s2i_lib import pipeline
     from s2i_lib.artifacts import read_json
-    from s2i_lib.evaluation import ablations, step
+    from s2i_lib.steps import ablations
+    from s2i_lib.steps import eval as eval_step
 
-    monkeypatch.setattr(step, "evaluate_model", _must_not_run)
+    monkeypatch.setattr(eval_step, "evaluate_model", _must_not_run)
     monkeypatch.setattr(ablations, "run_ablations", lambda *a, **k: dict(FAKE_ABLATION))
     cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, ablations=True))
     return read_json(pipeline.ensure("eval", cfg, runs) / "results.json")["results"]
@@ -271,7 +272,7 @@ def test_eval_interrupted_in_the_ablations_resumes_after_the_full_model(smoke_ga
     instead of generating and judging again, and the final table still has them."""
     from s2i_lib import pipeline
     from s2i_lib.artifacts import read_json
-    from s2i_lib.evaluation import ablations
+    from s2i_lib.steps import ablations
 
     cfg = dataclasses.replace(smoke_gan.cfg, eval=dataclasses.replace(smoke_gan.cfg.eval, ablations=True))
     runs = _own_runs(smoke_gan, tmp_path)
@@ -297,7 +298,7 @@ def test_ablations_after_a_plain_eval_extend_it_and_a_plain_eval_keeps_them(smok
     later ``make run``) keeps the ablations instead of throwing them away."""
     from s2i_lib import pipeline
     from s2i_lib.artifacts import read_json
-    from s2i_lib.evaluation import ablations
+    from s2i_lib.steps import ablations
 
     plain = smoke_gan.cfg
     runs = _own_runs(smoke_gan, tmp_path)
@@ -324,7 +325,7 @@ def test_ablations_train_each_variant_with_its_change_on_the_same_judges(smoke_g
     from s2i_lib import pipeline
     from s2i_lib.artifacts import read_json
     from s2i_lib.data.layout import read_dataset
-    from s2i_lib.evaluation.ablations import VARIANTS, untrained_speech_encoder, utterance_embeddings
+    from s2i_lib.steps.ablations import VARIANTS, untrained_speech_encoder, utterance_embeddings
     from s2i_lib.inference import load_speech_encoder
 
     runs = _own_runs(smoke_gan, tmp_path)
@@ -368,7 +369,7 @@ def test_the_data_step_builds_the_instruments_and_the_eval_step_only_loads_them(
                                                                                 monkeypatch):
     from s2i_lib import pipeline
     from s2i_lib.artifacts import read_json
-    from s2i_lib.evaluation import attribute_judge, fid, step
+    from s2i_lib.evaluation import attribute_judge, fid, protocol
     inception_score = importlib.import_module("s2i_lib.evaluation.inception_score")  # the package re-exports
                                                                                       # a function of that name
     cfg, size = smoke_gan.cfg, smoke_gan.cfg.gan.stage_sizes[-1]
@@ -386,10 +387,10 @@ def test_the_data_step_builds_the_instruments_and_the_eval_step_only_loads_them(
     monkeypatch.setattr(fid, "inception_features", _not_again("the real test images' Inception features"))
     monkeypatch.setattr(inception_score, "cache_backbone_features", _not_again("the IS classifier"))
     monkeypatch.setattr(attribute_judge, "render_attribute_set", _not_again("the attribute judge"))
-    built = step.instruments(cfg, data_dir, size)
+    built = protocol.instruments(cfg, data_dir, size)
     assert built.real.shape[1:] == (size, size, 3) and len(built.real_features) == len(built.real)
     assert built.attribute_judge is not None
     assert round(built.is_classifier.report["heldout_accuracy"], 4) == figures["is_classifier_heldout_accuracy"]
     # another size (a GAN whose last stage is not the data's) builds its own, in the eval step
     with pytest.raises(AssertionError, match="computed again"):
-        step.instruments(cfg, data_dir, size // 2)
+        protocol.instruments(cfg, data_dir, size // 2)

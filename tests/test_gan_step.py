@@ -9,7 +9,8 @@ import torch
 
 from s2i_lib.data.layout import read_dataset
 from s2i_lib.data.torch_datasets import image_cache
-from s2i_lib.gan.step import SenImageFeatures, cached_view_features, group_by_image
+from s2i_lib.sen.image_encoder import SenImageFeatures
+from s2i_lib.steps.gan import cached_view_features, group_by_image
 from s2i_lib.pipeline import ensure
 from s2i_lib.sen.backbones import augmented_views, view_params
 
@@ -63,7 +64,7 @@ def test_cached_views_give_what_the_extractor_gives_on_those_views(smoke_gan, on
 
 def test_gan_seed_changes_the_gan_alone(smoke_gan, one_thread, tmp_path):
     from s2i_lib import load_config
-    from s2i_lib.gan.step import train_gan_step
+    from s2i_lib.steps.gan import train_gan_step
     from s2i_lib.gan.trainer import load_generator
     runs = smoke_gan.runs_dir
     inputs = {s: ensure(s, smoke_gan.cfg, runs) for s in ("data", "speech", "sen")}

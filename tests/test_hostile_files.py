@@ -132,7 +132,7 @@ def test_is_classifier_and_attribute_judge_refuse_a_payload(tmp_path):
 
 
 def test_trained_model_files_refuse_a_payload(tmp_path, smoke_gan):
-    from s2i_lib.gan.step import SenImageFeatures
+    from s2i_lib.sen.image_encoder import SenImageFeatures
     from s2i_lib.gan.trainer import load_generator
     from s2i_lib.inference import load_speech_encoder
     marker = tmp_path / "ran"
@@ -157,7 +157,7 @@ def test_colour_swap_and_generated_arrays_refuse_a_payload(tmp_path):
 def test_colour_swap_records_round_trip_as_json(tmp_path):
     """What the eval step writes, the notebook's plot reads (without unpickling)."""
     from s2i_lib.evaluation.report import plot_colour_swaps
-    from s2i_lib.evaluation.step import _save
+    from s2i_lib.evaluation.protocol import _save
     swaps = [{"caption": "a bird with a red belly", "old": "red", "new": "blue", "attribute": "belly_color",
               "mentions": {"belly_color": "red"}, "swapped": "a bird with a blue belly"}]
     images = np.zeros((1, 8, 8, 3), np.uint8)
@@ -375,15 +375,15 @@ def test_config_refuses_a_float_batch_size_from_a_notebook():
 def test_workers_are_capped_by_the_cores(monkeypatch, tmp_path):
     """data.workers above the core count is allowed in a profile (paper profiles say 8) but only as
     many processes as there are cores are started."""
-    import s2i_lib.data.build as build
+    import s2i_lib.steps.data as data_step
     seen = {}
-    monkeypatch.setattr(build, "cpu_count", lambda: 2)
+    monkeypatch.setattr(data_step, "cpu_count", lambda: 2)
     def record(*args):
         seen["workers"] = args[-1]
         return {"name": "toybirds", "counts": {}, "captions_per_image": 10}
 
-    monkeypatch.setattr(build, "build_toy_dataset", record)
-    build.build_data_step(load_config("smoke", ["data.workers=64"]), tmp_path, {})
+    monkeypatch.setattr(data_step, "build_toy_dataset", record)
+    data_step.build_data_step(load_config("smoke", ["data.workers=64"]), tmp_path, {})
     assert seen["workers"] == 2
 
 

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from s2i_lib.config import ConfigError, load_config
+from s2i_lib.speech.acoustics import room_impulse_response
 from s2i_lib.speech.listening import (DEGRADATIONS, ListeningGroup, degrade, listening_captions,
-                                      listening_groups, room_impulse_response)
+                                      listening_groups)
 from s2i_lib.speech.tts import ESpeakSynthesizer
 
 RATE = 22050

@@ -205,7 +205,7 @@ _RUNNER = textwrap.dedent("""
     import json, sys
     from pathlib import Path
     from s2i_lib.config import load_config
-    from s2i_lib.speech.pipeline import build_speech_step
+    from s2i_lib.steps.speech import build_speech_step
     if __name__ == "__main__":
         cfg = load_config("smoke", json.loads(sys.argv[3]))
         build_speech_step(cfg, Path(sys.argv[1]), {"data": Path(sys.argv[2])}, progress=False)
@@ -259,7 +259,7 @@ def test_sigkill_at_any_moment_then_resume(tmp_path):
     from_killed_runs = {str(p.relative_to(out)) for p in (out / "wavs").rglob("*.wav")
                         if not p.name.startswith(".")}
 
-    from s2i_lib.speech.pipeline import build_speech_step
+    from s2i_lib.steps.speech import build_speech_step
     figures = build_speech_step(cfg, out, {"data": data}, progress=False)
     assert figures["wavs_reused"] >= second and figures["wavs_synthesized"] == n_wavs - figures["wavs_reused"]
     manifest = read_jsonl(out / "manifest.jsonl")

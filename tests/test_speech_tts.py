@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from s2i_lib.config import ConfigError, load_config
+from s2i_lib import voices
 from s2i_lib.speech import tts
 
 TEXT = "a small bird with a yellow belly and brown wings"
@@ -15,8 +16,8 @@ def test_voice_names():
     assert tts.parse_voice("espeak:en-gb-x-rp") == ("espeak", "en-gb-x-rp")
     assert tts.parse_voice("piper:joe") == ("piper", "joe")
     assert tts.parse_voice("tacotron2:ljspeech") == ("tacotron2", "ljspeech")
-    assert "espeak:en-us" in tts.available_voices() and "piper:joe" in tts.available_voices()
-    assert {"f3", "m3", "Alicia"} <= set(tts.espeak_variants())
+    assert "espeak:en-us" in voices.available_voices() and "piper:joe" in voices.available_voices()
+    assert {"f3", "m3", "Alicia"} <= set(voices.espeak_variants())
 
 
 @pytest.mark.parametrize("bad", ["joe", "festival:kal", "piper:amy", "espeak:xx-nope",

@@ -1,4 +1,5 @@
-"""The ``data`` step: render a toy dataset, or index a prepared CUB/Oxford folder, into the run.
+"""Render a toy dataset, or index a prepared CUB/Oxford folder, into a dataset folder (the ``data``
+step, ``s2i_lib/steps/data.py``, calls these with the profile's settings).
 
 Toy datasets are rendered image by image with a process pool; each image and caption file is
 written atomically, so an interrupted build resumes where it stopped (finished files are kept).
@@ -12,11 +13,9 @@ from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 from ..progress import tqdm
-
-from ..config import Config
-from ..device import cpu_count
+from . import toy_birds, toy_flowers
 from .captions import DATASETS as TOY_DATASETS  # the datasets the renderers draw and caption
-from .captions import family
+from .captions import family, make_captions
 from .layout import ImageRecord, read_dataset, write_captions, write_image, write_index
 
 
@@ -27,10 +26,7 @@ def toy_module(name: str) -> ModuleType | SimpleNamespace:
     ``toy_birds.render``): the same species, attributes, parts and captions."""
     if name not in TOY_DATASETS:
         raise ValueError(f"unknown toy dataset {name!r}; expected one of {TOY_DATASETS}")
-    if family(name) == "toybirds":
-        from . import toy_birds as module
-    else:
-        from . import toy_flowers as module
+    module = toy_birds if family(name) == "toybirds" else toy_flowers
     if name == "toybirds_plain":
         public = {k: getattr(module, k) for k in module.__all__}
         return SimpleNamespace(**{**public, "render": functools.partial(module.render, scene="plain")})
@@ -51,7 +47,6 @@ def _image_key(cls, index: int) -> str:
 def _render_one(job: tuple) -> ImageRecord:
     """Render, caption and write one image (runs in a worker process)."""
     dataset, cls, index, size, seed, root = job
-    from .captions import make_captions
     key = _image_key(cls, index)
     captions = make_captions(dataset, cls.attributes, seed=seed, class_id=cls.id, index=index)
     image_path = Path(root) / "images" / f"{key}.png"
@@ -106,18 +101,3 @@ def link_prepared_dataset(root: Path, prepared: Path, n_train_classes: int | Non
     extra = {k: v for k, v in source.info.items() if k not in ("name", "image_ext", "counts", "captions_per_image")}
     return write_index(root, source.name, records, classes, image_ext=source.info["image_ext"],
                        extra_info={**extra, "prepared_from": str(source.root.resolve())})
-
-
-def build_data_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
-    """Work function of the ``data`` step (see ``s2i_lib.pipeline``)."""
-    d = cfg.data
-    if d.dataset in TOY_DATASETS:
-        info = build_toy_dataset(out_dir, d.dataset, d.image_size, d.images_per_class, cfg.seed,
-                                 d.n_train_classes, d.n_test_classes, min(d.workers, cpu_count()))
-    else:
-        prepared = Path(d.root).expanduser()
-        if not prepared.is_absolute():
-            prepared = Path(__file__).resolve().parents[2] / prepared
-        info = link_prepared_dataset(out_dir, prepared, d.n_train_classes, d.n_test_classes)
-    return {"dataset": info["name"], "counts": info["counts"],
-            "captions_per_image": info["captions_per_image"]}

@@ -20,16 +20,17 @@ tests' held-out phrasings.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import re
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 
+from . import toy_birds, toy_flowers
 from .toy_common import make_rng
 
-__all__ = ["Caption", "make_captions", "rephrase", "DATASETS", "family", "swap_colour"]
+__all__ = ["Caption", "make_captions", "rephrase", "DATASETS", "family", "word_kind", "ColourWord",
+           "colour_words", "colour_mentions", "colour_attributes", "part_name", "swap_colours", "swap_colour"]
 
 DATASETS = ("toybirds", "toybirds_plain", "toyflowers")
 # A variant draws the species of its family in another scene: same classes, same captions.
@@ -501,18 +502,146 @@ def rephrase(dataset: str, mentions: dict[str, str], seed: int, key: str) -> str
     return " ".join(say.aside(sentence(say, mentions, held_out=True)).split())
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Colour words: the one reading of which colour a caption gives which part. The demo recolours a caption
+# with it (``colour_mentions``, ``swap_colours``); the evaluation's colour swap and notebook 03's colour
+# experiment change one colour word (``swap_colour``).
+
+# Which nouns name which coloured part, including the synonyms the grammar uses ("cap" for the crown,
+# "breast" for the belly, "bill" for the beak).
+_PART_NOUNS = {
+    "birds": {"crown": "crown_color", "cap": "crown_color",
+              "belly": "belly_color", "breast": "belly_color", "underside": "belly_color",
+              "chest": "belly_color", "wings": "wing_color", "back": "wing_color",
+              "feathers": "wing_color", "bars": "wing_bars", "wingbars": "wing_bars",
+              "beak": "beak_color", "bill": "beak_color"},
+    "flowers": {"petals": "petal_color", "center": "center_color", "centers": "center_color",
+                "middle": "center_color", "middles": "center_color", "disk": "center_color",
+                "disks": "center_color"},
+}
+# Words that may stand between a colour and its noun: "red wing bars", "a blue central disk",
+# "five pink long thin petals".
+_BETWEEN = {"wing", "central", "round", "rounded", "pointed", "pointy", "long", "thin", "elongated"}
+_VOCABULARY = {"toybirds": "birds", "toybirds_plain": "birds", "cub": "birds", "toyflowers": "flowers",
+               "oxford": "flowers"}
+
+
+def _vocabulary(dataset: str) -> str:
+    if dataset not in _VOCABULARY:
+        raise ValueError(f"unknown dataset {dataset!r}; expected one of {', '.join(_VOCABULARY)}")
+    return _VOCABULARY[dataset]
+
+
+def colour_attributes(dataset: str) -> dict[str, list[str]]:
+    """Colour attribute -> the colours the dataset uses for it (``wing_bars`` without "none")."""
+    module = toy_birds if _vocabulary(dataset) == "birds" else toy_flowers
+    return {a: [c for c in module.ATTRIBUTES[a] if c != "none"] for a in module.COLOR_PARTS}
+
+
+def part_name(attribute: str) -> str:
+    """"crown_color" -> "crown", "wing_color" -> "wings", "wing_bars" -> "wing bars" (for labels)."""
+    parts = {**toy_birds.COLOR_PARTS, **toy_flowers.COLOR_PARTS}
+    return parts.get(attribute, attribute.removesuffix("_color")).replace("_", " ")
+
+
+@dataclass(frozen=True)
+class ColourWord:
+    """A colour word of a caption; ``caption[start:end]`` is its phrase (the shade word, if any, and
+    the colour)."""
+    colour: str                       # lower case, one of the grammar's colours
+    start: int                        # where the phrase starts: the shade word if any, else the colour
+    end: int                          # end of the colour word
+    modifier: str | None              # its shade word ("pale" in "pale yellow"), one the grammar uses with it
+    article: tuple[int, int] | None   # span of an "a"/"an" right before the phrase
+    attribute: str | None = None      # the part it colours ("crown_color"), when the caption says which
+
+
+def colour_words(caption: str, dataset: str | None = None) -> list[ColourWord]:
+    """Every colour word of ``caption``, in order. With ``dataset`` (a toy dataset, "cub" or "oxford"),
+    each also gets the part it colours where the caption says: "a red crown", "red wing bars", "its
+    crown is red", "petals that are pink and pointed"."""
+    nouns = _PART_NOUNS[_vocabulary(dataset)] if dataset is not None else {}
+    modifiers = _COLOR_MODIFIERS
+    words = [(m.group().lower(), m.start(), m.end()) for m in re.finditer(r"[A-Za-z]+", caption)]
+    found = []
+    for i, (w, start, end) in enumerate(words):
+        if w not in modifiers:
+            continue
+        attribute = None
+        if nouns:
+            j = i + 1                        # "a red crown", "red wing bars", "pink pointed petals"
+            while j < len(words) and words[j][0] in _BETWEEN and j - i <= 2:
+                j += 1
+            if j < len(words) and words[j][0] in nouns:
+                attribute = nouns[words[j][0]]
+            else:                            # "its crown is red", "petals that are pink and pointed"
+                k = i - 1
+                if k >= 0 and words[k][0] in modifiers[w]:
+                    k -= 1
+                for hedge in _HEDGES:            # "its belly is kind of yellow"
+                    h = hedge.split()
+                    if k + 1 >= len(h) and [x[0] for x in words[k + 1 - len(h):k + 1]] == h:
+                        k -= len(h)
+                        break
+                if k >= 0 and words[k][0] in ("is", "are"):
+                    attribute = next((nouns[words[m][0]] for m in range(k - 1, -1, -1)
+                                      if words[m][0] in nouns), None)
+        modifier = words[i - 1][0] if i > 0 and words[i - 1][0] in modifiers[w] else None
+        p = i - 1 if modifier else i
+        article = (words[p - 1][1], words[p - 1][2]) if p > 0 and words[p - 1][0] in ("a", "an") else None
+        found.append(ColourWord(w, words[p][1], end, modifier, article, attribute))
+    return found
+
+
+def colour_mentions(caption: str, dataset: str = "toybirds") -> dict[str, str]:
+    """The colour the caption gives each part: attribute -> colour, e.g. "a bird with a pale
+    yellow cap" -> {"crown_color": "yellow"}."""
+    out: dict[str, str] = {}
+    for c in colour_words(caption, dataset):
+        if c.attribute is not None:
+            out.setdefault(c.attribute, c.colour)
+    return out
+
+
+def swap_colours(caption: str, changes: dict[str, str], dataset: str = "toybirds") -> str:
+    """``caption`` with the colour words of the parts in ``changes`` (attribute -> colour, e.g.
+    {"belly_color": "red"}) replaced; everything else is kept. A shading word the grammar never
+    uses with the new colour is dropped ("pale yellow" -> "red", "bright yellow" -> "bright red")
+    and "a"/"an" is fixed. Parts the caption does not colour are left alone (see
+    ``colour_mentions``)."""
+    allowed = colour_attributes(dataset)
+    for attribute, colour in changes.items():
+        if attribute not in allowed:
+            raise ValueError(f"unknown colour part {attribute!r} for {dataset}; expected one of "
+                             f"{', '.join(allowed)}")
+        if colour not in allowed[attribute]:
+            raise ValueError(f"{dataset} has no {part_name(attribute)} colour {colour!r}; "
+                             f"expected one of {', '.join(allowed[attribute])}")
+    out = caption
+    for c in reversed(colour_words(caption, dataset)):    # right to left: spans stay valid
+        if c.attribute not in changes:
+            continue
+        new = changes[c.attribute]
+        phrase = f"{c.modifier} {new}" if c.modifier and c.modifier in _COLOR_MODIFIERS[new] else new
+        out = out[:c.start] + phrase + out[c.end:]
+        if c.article:
+            a, b = c.article
+            out = out[:a] + _article(phrase) + out[b:]
+    return out
+
+
 def swap_colour(text: str, mentions: dict[str, str], attribute: str, new_colour: str) -> str | None:
     """``text`` with the colour word of ``attribute`` (e.g. ``wing_color``) replaced by ``new_colour``,
     dropping its shade modifier ("jet black wings" -> "red wings"); the paper's colour experiment.
 
     None when the swap would be ambiguous: the attribute is not mentioned, or its colour word occurs
     more than once in the caption (another part has the same colour), so which one to change is not
-    known from the text alone."""
+    known from the text alone. Unlike ``swap_colours`` it needs no grammar of parts (``mentions``
+    says the colour), so it also works on real captions (``{"colour": "red"}``)."""
     old = mentions.get(attribute)
     if old is None or old == "none" or old == new_colour:
         return None
-    modifiers = "|".join(sorted({m for ms in _COLOR_MODIFIERS.values() for m in ms}))
-    pattern = re.compile(rf"\b(?:(?:{modifiers}) )?{re.escape(old)}\b")
-    if len(re.findall(rf"\b{re.escape(old)}\b", text)) != 1:
+    said = [c for c in colour_words(text) if c.colour == old]
+    if len(said) != 1:
         return None
-    return pattern.sub(new_colour, text, count=1)
+    return text[:said[0].start] + new_colour + text[said[0].end:]

@@ -5,6 +5,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from .build import toy_module
 from .layout import DatasetIndex
 
 
@@ -96,8 +97,6 @@ def mention_counts(index: DatasetIndex) -> pd.Series:
 def part_masks_figure(dataset: str, class_id: int, index: int = 0, size: int = 128,
                       seed: int = 0) -> plt.Figure:
     """A toy image beside the masks of its coloured parts: the ground truth later metrics use."""
-    from .build import toy_module
-
     module = toy_module(dataset)
     cls = module.class_table()[class_id]
     image, masks = module.render(cls, index, size=size, seed=seed, with_masks=True)
@@ -117,7 +116,6 @@ def part_masks_figure(dataset: str, class_id: int, index: int = 0, size: int = 1
 def scenes_figure(class_ids: list[int], index: int = 0, size: int = 64, seed: int = 0) -> plt.Figure:
     """The same ToyBirds images in the natural scene (the ``toybirds`` profile) and in the plain
     scene (``toybirds_plain``, the default): one column per species."""
-    from .build import toy_module
     scenes = {"natural scene\n(toybirds)": toy_module("toybirds"), "plain scene\n(toybirds_plain)":
               toy_module("toybirds_plain")}
     table = toy_module("toybirds").class_table()

@@ -40,7 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..artifacts import atomic_path, load_checkpoint, saved_state_for
-from ..device import precision
+from ..device import cpu_count, precision
 from ..data.build import TOY_DATASETS, toy_module
 from ..data.captions import family
 from ..data.toy_common import ToyClass
@@ -434,7 +434,6 @@ def train_attribute_judge(dataset: str, image_size: int, seed: int, out_path: st
     if state is not None:
         return _judge_from_state(state, out_path)
 
-    from ..device import cpu_count
     workers = workers if workers is not None else min(2, cpu_count())
     module = toy_module(dataset)
     attributes = {k: list(v) for k, v in module.ATTRIBUTES.items()}

@@ -1,4 +1,7 @@
-"""The evaluation's table (in the style of the paper's Table 1) and charts, for the step and notebook 04."""
+"""The evaluation's tables and charts for notebook 04 (the step's own table is ``table.py``).
+
+The functions that take ``(cfg, runs_dir)`` read a profile's run folders (``artifacts.step_dir``);
+none builds a step."""
 from __future__ import annotations
 
 import json
@@ -7,99 +10,19 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 import torch
 
-from ..artifacts import BadFileError, atomic_path, atomic_write_json, load_array, read_json
-
-# column -> (key in a result, higher is better)
-COLUMNS = {
-    "IS": ("inception_score", True),
-    "FID": ("fid", False),
-    "KID x 1000": ("kid_mean", False),
-    "mAP (paper)": ("mAP", True),
-    "R-precision": ("R-precision", True),
-    "attribute accuracy": ("attribute accuracy", True),
-    "colour swap": ("colour swap", True),
-}
-
-# The paper's Table 1 (Wang et al., Interspeech 2020, arXiv 2005.06968): CUB-200 and
-# Oxford-102 at 256 px. NOT comparable with ToyBirds at 64 px: other images, other judges.
-PAPER_TABLE_1 = pd.DataFrame(
-    [["S2IGAN w/o Dense", 8.66, 17.58, 4.19, 13.13, 64.37, 3.68],
-     ["S2IGAN w/o RS", 8.54, 15.59, 4.14, 12.86, 53.24, 3.70],
-     ["S2IGAN w/o SEN", 2.91, 19.56, 3.49, 7.38, 67.60, 2.77],
-     ["S2IGAN end-to-end", 7.38, 21.54, 4.29, 12.47, 51.88, 3.55],
-     ["S2IGAN", 9.04, 14.50, 4.29, 13.40, 48.64, 3.55]],
-    columns=["model", "CUB mAP", "CUB FID", "CUB IS", "Oxford mAP", "Oxford FID", "Oxford IS"]).set_index("model")
-
-
-def _value(figures: dict, key: str):
-    v = figures.get(key)
-    if isinstance(v, dict):   # colour swap: its success rate
-        v = v.get("success")
-    return v
-
-
-def results_table(results: dict) -> pd.DataFrame:
-    """One row per evaluated model and query group, the paper's metrics and ours as columns.
-    mAP is a percentage as in the paper; the others as computed."""
-    rows = {}
-    for name, figures in results.items():
-        row = {col: _value(figures, key) for col, (key, _) in COLUMNS.items()}
-        if row["mAP (paper)"] is not None:
-            row["mAP (paper)"] *= 100
-        if row["KID x 1000"] is not None:
-            row["KID x 1000"] *= 1000
-        rows[name] = row
-    return pd.DataFrame(rows).T.astype(float).round(3)
-
-
-def to_markdown(table: pd.DataFrame) -> str:
-    """A pipe table (``DataFrame.to_markdown`` needs the tabulate package, not a dependency)."""
-    head = [table.index.name or ""] + [str(c) for c in table.columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, row in table.iterrows():
-        cells = ["" if pd.isna(v) else (f"{v:.3f}".rstrip("0").rstrip(".") if isinstance(v, float) else str(v))
-                 for v in row]
-        lines.append("| " + " | ".join([str(name)] + cells) + " |")
-    return "\n".join(lines)
-
-
-def write_table(results: dict, out_dir: str | Path) -> pd.DataFrame:
-    """``table.md`` and ``table.json`` (ours, then the paper's for reference) and ``metrics.png``."""
-    out_dir = Path(out_dir)
-    table = results_table(results)
-    arrows = " ".join(f"{c} {'↑' if up else '↓'}" for c, (_, up) in COLUMNS.items())
-    text = ("# Evaluation\n\n" + to_markdown(table) + f"\n\n{arrows}. Empty: does not apply.\n\n"
-            "## For reference only: the paper's Table 1 (CUB-200 / Oxford-102, 256 px)\n\n"
-            "Not comparable with the rows above (other images, resolution and judges).\n\n"
-            + to_markdown(PAPER_TABLE_1) + "\n")
-    with atomic_path(out_dir / "table.md") as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    atomic_write_json(out_dir / "table.json", {"ours": table.to_dict(orient="index"),
-                                               "paper_table_1": PAPER_TABLE_1.to_dict(orient="index")})
-    fig = plot_metrics(table)
-    with atomic_path(out_dir / "metrics.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return table
-
-
-def plot_metrics(table: pd.DataFrame) -> plt.Figure:
-    """One bar chart per metric, one bar per model/group (seaborn)."""
-    long = table.reset_index(names="model").melt(id_vars="model", var_name="metric", value_name="value").dropna()
-    metrics = [c for c in table.columns if c in set(long["metric"])]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics), 3.6), squeeze=False)
-    palette = dict(zip(table.index, sns.color_palette("tab10", len(table.index))))
-    for ax, metric in zip(axes[0], metrics):
-        part = long[long["metric"] == metric]
-        sns.barplot(data=part, x="model", y="value", hue="model", palette=palette, legend=False, ax=ax)
-        up = COLUMNS[metric][1]
-        ax.set(title=f"{metric} {'↑' if up else '↓'}", xlabel="", ylabel="")
-        ax.tick_params(axis="x", rotation=90, labelsize=7)
-    fig.tight_layout()
-    return fig
+from ..artifacts import BadFileError, load_array, read_json, step_dir
+from ..data.build import toy_module
+from ..data.layout import read_dataset
+from ..data.torch_datasets import image_cache
+from ..device import select_device
+from ..gan.trainer import load_generator
+from ..inference import SpeechToImage, load_speech_encoder
+from ..sen.report import mention_probe
+from . import fid
+from .attribute_judge import attribute_accuracy, degraded_accuracy, load_attribute_judge, through_resolution
+from .protocol import GROUPS, _slug, attribute_judge_path, instruments, test_features_path, test_queries
 
 
 def per_part_table(results: dict) -> pd.DataFrame:
@@ -149,7 +72,6 @@ def _flat_accuracies(report: dict) -> dict:
 def judge_robustness(judge, images: np.ndarray, attributes: list[dict], seed: int = 0) -> pd.DataFrame:
     """The attribute judge's accuracy per attribute on real images, clean and degraded as generated
     images are (``attribute_judge.degraded_accuracy``): one row per degradation."""
-    from .attribute_judge import degraded_accuracy
     rows = {kind: {**acc["per_attribute"], "overall": acc["overall"]}
             for kind, acc in degraded_accuracy(judge, images, attributes, seed).items()}
     return pd.DataFrame(rows).T.round(3)
@@ -161,8 +83,6 @@ def fid_examples(real_test: np.ndarray, real_train: np.ndarray, n: int = 200, se
     damaged copies of themselves (same TF Inception features as the evaluation). ``cache_dir``: the
     dataset's cache folder, where the data step keeps the real test images' features (``instruments``);
     the reference features are then read from there instead of being computed again."""
-    from .fid import cached_features, fid_from_features, inception_features
-    from .step import test_features_path
     rng = np.random.default_rng(seed)
     n = min(n, len(real_test), len(real_train))
     pick = rng.choice(len(real_test), n, replace=False)
@@ -172,20 +92,16 @@ def fid_examples(real_test: np.ndarray, real_train: np.ndarray, n: int = 200, se
     blurred = blurred.round().byte().permute(0, 2, 3, 1).numpy()
     noisy = np.clip(a.astype(np.int16) + rng.normal(0, 40, a.shape), 0, 255).astype(np.uint8)
     swapped = a[..., ::-1].copy()   # RGB -> BGR: every colour wrong, every shape right
-    ref = (cached_features(real_test, test_features_path(cache_dir, real_test.shape[1]))[pick]
-           if cache_dir is not None else inception_features(a))
+    ref = (fid.cached_features(real_test, test_features_path(cache_dir, real_test.shape[1]))[pick]
+           if cache_dir is not None else fid.inception_features(a))
     rows = {"other real images (training split)": b, "the same images, blurred (5x5 box)": blurred,
             "the same images + noise (std 40/255)": noisy, "the same images, colours swapped (RGB->BGR)": swapped}
-    return pd.DataFrame({"FID": {k: fid_from_features(ref, inception_features(v)) for k, v in rows.items()}}).round(1)
+    return pd.DataFrame({"FID": {k: fid.fid_from_features(ref, fid.inception_features(v))
+                                 for k, v in rows.items()}}).round(1)
 
 
 def load_generated(eval_dir: str | Path, group: str = "training voices") -> dict:
     return load_array(Path(eval_dir) / f"generated_{_slug(group)}.npz")
-
-
-def _slug(name: str) -> str:
-    from .step import _slug as slug
-    return slug(name)
 
 
 def plot_generated(eval_dir: str | Path, records: list, real: np.ndarray, group: str = "training voices",
@@ -264,11 +180,7 @@ def plot_colour_swaps(eval_dir: str | Path, group: str = "training voices", n: i
 
 def _judged_captions(cfg, runs_dir: str | Path | None, n: int) -> tuple:
     """What the "drawn" scores share: the cached attribute judge, and ``_drawn_captions``."""
-    from .. import pipeline
-    from .attribute_judge import load_attribute_judge
-    from .step import attribute_judge_path
-
-    cache = Path(pipeline.step_dir("data", cfg, runs_dir)) / "cache"
+    cache = step_dir("data", cfg, runs_dir) / "cache"
     judge = load_attribute_judge(attribute_judge_path(cache, cfg.gan.stage_sizes[-1], cfg.seed))
     return judge, _drawn_captions(cfg, runs_dir, n)
 
@@ -276,11 +188,7 @@ def _judged_captions(cfg, runs_dir: str | Path | None, n: int) -> tuple:
 def _drawn_captions(cfg, runs_dir: str | Path | None, n: int) -> dict[str, tuple]:
     """Per split, the training-voice group of every caption (``QueryGroup``), its mentions and a
     seeded draw of ``n`` of them."""
-    from .. import pipeline
-    from ..data.layout import read_dataset
-    from .step import GROUPS, test_queries
-
-    dirs = {s: pipeline.step_dir(s, cfg, runs_dir) for s in ("data", "speech", "sen")}
+    dirs = {s: step_dir(s, cfg, runs_dir) for s in ("data", "speech", "sen")}
     index = read_dataset(dirs["data"])
     rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0x10C]))
     captions = {}
@@ -321,7 +229,6 @@ def mention_onehots(mentions: list[dict], attributes: dict[str, list[str]]) -> n
 def _drawn(s2i, judge, captions: tuple, seed: int, attributes: dict | None = None) -> dict:
     """The judge's per-attribute accuracy (and ``overall``) on images generated from the picked
     captions: from their speech embeddings, or with ``attributes`` from ``mention_onehots``."""
-    from .attribute_judge import attribute_accuracy
     group, mentions, pick = captions
     condition = (group.embeddings[pick] if attributes is None
                  else mention_onehots([mentions[i] for i in pick], attributes))
@@ -342,10 +249,6 @@ def embedding_or_generator(cfg, runs_dir: str | Path | None = None, n: int = 500
       to unseen species.
     - ``chance``: one over the number of values of the attribute.
     """
-    from ..data.build import toy_module
-    from ..inference import SpeechToImage
-    from ..sen.report import mention_probe
-
     judge, captions = _judged_captions(cfg, runs_dir, n)
     s2i = SpeechToImage.from_runs(cfg, runs_dir)
     drawn = {split: _drawn(s2i, judge, c, cfg.seed) for split, c in captions.items()}
@@ -367,18 +270,12 @@ def drawn_by_snapshot(cfg, gan_dir: str | Path, runs_dir: str | Path | None = No
     of a GAN run folder: one row per (iteration, split), ``overall`` then one column per attribute.
     How fast a change makes the generator draw what was said, before spending a full run on it.
     ``oracle``: the run was conditioned on ``mention_onehots``, and so are its judged images."""
-    from .. import pipeline
-    from ..data.build import toy_module
-    from ..device import select_device
-    from ..gan.trainer import load_generator
-    from ..inference import SpeechToImage, load_speech_encoder
-
     snapshots = sorted(Path(gan_dir).glob("checkpoints/generator_ema_*.pt"))
     if not snapshots:
         raise FileNotFoundError(f"no checkpoints/generator_ema_*.pt in {gan_dir}: train the GAN first")
     judge, captions = _judged_captions(cfg, runs_dir, n)
     device = select_device(cfg.device, cfg.precision)
-    speech_encoder = load_speech_encoder(pipeline.step_dir("sen", cfg, runs_dir), device)
+    speech_encoder = load_speech_encoder(step_dir("sen", cfg, runs_dir), device)
     attributes = toy_module(cfg.data.dataset).ATTRIBUTES if oracle else None
     rows = []
     for path in snapshots:
@@ -395,22 +292,14 @@ def fid_by_snapshot(cfg, gan_dir: str | Path, runs_dir: str | Path | None = None
     computes it: one image per test image from one of its captions (training voices), the same
     noise rows. Iteration -> FID. Costs one generation and one Inception pass of the test split
     per snapshot (~1 min for 1000 images on 2 cores)."""
-    from .. import pipeline
-    from ..data.layout import read_dataset
-    from ..device import select_device
-    from ..gan.trainer import load_generator
-    from ..inference import SpeechToImage, load_speech_encoder
-    from . import fid
-    from .step import GROUPS, instruments, test_queries
-
     snapshots = sorted(Path(gan_dir).glob("checkpoints/generator_ema_*.pt"))
     if not snapshots:
         raise FileNotFoundError(f"no checkpoints/generator_ema_*.pt in {gan_dir}: train the GAN first")
     device = select_device(cfg.device, cfg.precision)
-    data_dir, sen_dir = (pipeline.step_dir(s, cfg, runs_dir) for s in ("data", "sen"))
+    data_dir, sen_dir = (step_dir(s, cfg, runs_dir) for s in ("data", "sen"))
     test = read_dataset(data_dir).split("test")
     real = instruments(cfg, data_dir, cfg.gan.stage_sizes[-1]).real_features
-    queries = test_queries(pipeline.step_dir("speech", cfg, runs_dir),
+    queries = test_queries(step_dir("speech", cfg, runs_dir),
                            load_array(sen_dir / "embeddings" / "speech_test.npy"), test)[GROUPS[0]]
     one = queries.one_per_image(len(test), cfg.seed)
     speech_encoder = load_speech_encoder(sen_dir, device)
@@ -451,14 +340,9 @@ def attribute_accuracy_references(cfg, runs_dir: str | Path | None = None, n: in
     Returns the table (``overall`` then one column per attribute) and the images of the first 8
     captions (fewer if ``n`` is smaller), (8, rows, S, S, 3) uint8 with one image per row of the
     table in its order, for ``plot_references``."""
-    from .. import pipeline
-    from ..data.layout import read_dataset
-    from ..data.torch_datasets import image_cache
-    from .attribute_judge import attribute_accuracy, through_resolution
-
     judge, captions = _judged_captions(cfg, runs_dir, n)
     group, mentions, pick = captions["test"]
-    index = read_dataset(pipeline.step_dir("data", cfg, runs_dir))
+    index = read_dataset(step_dir("data", cfg, runs_dir))
     classes = np.array([r.class_id for r in index.split("test")])
     size = cfg.gan.stage_sizes[-1]
     real = image_cache(index, "test", size)

@@ -1,6 +1,6 @@
 """Generation stage of S2IGAN: densely-stacked generator, discriminators, relation supervisor and
-their training (docs/paper_notes.md §6 to §9). ``train_gan_step`` (``step.py``) is the pipeline's
-``gan`` step.
+their training (docs/paper_notes.md §6 to §9). The pipeline's ``gan`` step, which trains them on the
+SEN's embeddings, is ``s2i_lib.steps.gan.train_gan_step``.
 
 ``s2i_lib.gan.distributed`` (torchrun entry point, ``init_distributed``) is imported on demand."""
 from .blocks import GLU, ResBlock, count_parameters, init_weights
@@ -9,8 +9,7 @@ from .discriminator import Discriminator, discriminators_from_config
 from .generator import Generator
 from .relation_supervisor import (FrozenFeatureExtractor, RelationSupervisor, relation_generator_loss,
                                   relation_supervisor_loss)
-from .step import GENERATOR_FILE, caption_embeddings, train_gan_step
-from .trainer import (DistContext, GanBatch, GanBatchSampler, GanDivergenceError, GanTrainer,
+from .trainer import (GENERATOR_FILE, DistContext, GanBatch, GanBatchSampler, GanDivergenceError, GanTrainer,
                       GanTrainingSet, keep_freed_memory_in_process, load_generator,
                       synthetic_training_set, tiny_feature_extractor)
 
@@ -19,6 +18,6 @@ __all__ = [
     "Discriminator", "discriminators_from_config", "DistContext", "Generator",
     "FrozenFeatureExtractor", "RelationSupervisor", "relation_generator_loss", "relation_supervisor_loss",
     "GanBatch", "GanBatchSampler", "GanDivergenceError", "GanTrainer", "GanTrainingSet",
-    "keep_freed_memory_in_process", "load_generator", "GENERATOR_FILE", "caption_embeddings",
-    "train_gan_step", "synthetic_training_set", "tiny_feature_extractor",
+    "keep_freed_memory_in_process", "load_generator", "GENERATOR_FILE",
+    "synthetic_training_set", "tiny_feature_extractor",
 ]

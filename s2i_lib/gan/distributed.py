@@ -21,14 +21,15 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from .trainer import DistContext
+from ..artifacts import atomic_write_json
+from ..config import load_config
+from ..device import cpu_count, select_device, set_precision
+from .trainer import DistContext, GanTrainer, synthetic_training_set, tiny_feature_extractor
 
 
 def init_distributed(device_name: str = "auto", precision_setting: str = "auto") -> tuple[DistContext, torch.device]:
     """Join the process group that ``torchrun`` describes in the environment (RANK, WORLD_SIZE,
     LOCAL_RANK, MASTER_ADDR/PORT) and pick this rank's device; without torchrun, a plain run."""
-    from ..device import cpu_count, select_device, set_precision
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext(), select_device(device_name, precision_setting)
@@ -60,10 +61,6 @@ def state_digest(module: nn.Module) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from ..artifacts import atomic_write_json
-    from ..config import load_config
-    from .trainer import GanTrainer, synthetic_training_set, tiny_feature_extractor
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="smoke")
     ap.add_argument("--set", action="append", default=[], help="override, e.g. gan.batch_size=8")

@@ -67,10 +67,11 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from ..progress import tqdm
 
 from ..artifacts import BadFileError, atomic_path, atomic_write_json, load_checkpoint, require_finite
+from ..config import GanConfig
 from ..device import precision
+from ..progress import tqdm
 from ..rng import rng_state, set_rng_state
 from .conditioning import kl_loss
 from .discriminator import discriminators_from_config
@@ -80,6 +81,7 @@ from .relation_supervisor import (FrozenFeatureExtractor, RelationSupervisor, re
 
 CHECKPOINT_FORMAT = 1
 LATEST = "latest.pt"
+GENERATOR_FILE = "generator.pt"   # the gan step's generator, in its folder (``load_generator``)
 # GanConfig keys that may change between an interrupted run and its resumption
 RESUMABLE_CHANGES = {"iterations", "checkpoint_every", "sample_every"}
 
@@ -712,7 +714,7 @@ class GanTrainer:
     def save_samples(self, data: GanTrainingSet) -> Path:
         """A grid with one column per fixed caption: the real image, then every stage of the EMA
         generator (eval mode, fixed noise), upsampled to the last size."""
-        import torchvision.utils as vutils
+        import torchvision.utils as vutils   # here: importing torchvision takes seconds; only samples need it
 
         n = min(self.n_samples, len(data))
         idx = torch.linspace(0, len(data) - 1, n).round().long()
@@ -812,8 +814,6 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu", ema: bo
     """A generator (eval mode) from ``checkpoints/latest.pt`` (the EMA weights unless ``ema`` is
     false) or from a ``generator_ema_<it>.pt`` snapshot. A damaged file (truncated, foreign, NaN
     weights) is a BadFileError naming it."""
-    from ..config import GanConfig
-
     if not Path(path).exists():
         raise FileNotFoundError(f"{path} is missing")
     state = load_checkpoint(path)

@@ -36,6 +36,7 @@ it to the range its weights were trained with:
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import shutil
@@ -380,6 +381,15 @@ def load_backbone(name: str, weights_path: str | os.PathLike | None = None) -> F
     if name == "inception_v3_torchvision":
         return _load_torchvision_inception(weights_path)
     return _load_efficientnet_lite0()
+
+
+def load_configured_backbone(cfg) -> FrozenBackbone:
+    """The frozen backbone of ``cfg`` (a ``SenConfig``), resizing its input to
+    ``cfg.backbone_input_size`` if set."""
+    backbone = load_backbone(cfg.backbone, cfg.backbone_weights)
+    if cfg.backbone_input_size is not None:
+        backbone.spec = dataclasses.replace(backbone.spec, input_size=cfg.backbone_input_size)
+    return backbone
 
 
 # ----------------------------------------------------------------------------------- views

@@ -10,9 +10,11 @@ import pandas as pd
 import seaborn as sns
 
 from ..artifacts import load_array, read_json
+from ..data.captions import word_kind
 from ..data.layout import read_dataset
 from ..speech.features import FeatureStore
 from ..speech.synthesis import read_jsonl
+from .training import backbone_features
 
 
 def results_table(sen_dir: str | Path) -> pd.DataFrame:
@@ -184,8 +186,6 @@ def mention_probe(train_embeddings: np.ndarray, train_mentions: list[dict], test
 def probe_table(cfg, data_dir: str | Path, sen_dir: str | Path) -> pd.DataFrame:
     """``attribute_probe`` of the frozen backbone's features (centre view) and of the trained SEN
     image embeddings, side by side, with the chance level (the most frequent value)."""
-    from .training import backbone_features
-
     index = read_dataset(data_dir)
     train, test = index.split("train"), index.split("test")
     emb = Path(sen_dir) / "embeddings"
@@ -207,7 +207,6 @@ def plot_listening(heard, dataset: str) -> plt.Figure:
     """One utterance: its log-mel features with the words said, and under them the encoder's
     attention over time (averaged over feature dimensions, and where the dimensions peak). Words
     that say an attribute are shaded by kind. ``heard``: a ``word_attention.Listening``."""
-    from ..data.captions import word_kind
     fig, (ax_mel, ax_att) = plt.subplots(2, 1, figsize=(11, 5), sharex=True,
                                          gridspec_kw={"height_ratios": [1, 1.2]})
     hop = heard.centres_s[1] - heard.centres_s[0] if len(heard.centres_s) > 1 else 0.04

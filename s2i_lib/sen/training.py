@@ -1,5 +1,7 @@
-"""The ``sen`` step: train the speech embedding network, select it on validation classes, export
-embeddings, and evaluate retrieval on the unseen test classes (docs/paper_notes.md §4 and §5).
+"""Training of the speech embedding network: queries (spoken or written captions), the model, the
+training loop with model selection on validation classes, and the retrieval figures
+(docs/paper_notes.md §4 and §5). The ``sen`` step (``s2i_lib/steps/sen.py``) runs it on the profile's data, exports
+the embeddings and evaluates retrieval on the unseen test classes.
 
 Differences from the original, on purpose:
 - model selection uses **validation classes carved from the training classes**; the original
@@ -10,10 +12,8 @@ Differences from the original, on purpose:
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,16 +21,16 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
-from ..progress import tqdm
 
-from ..artifacts import atomic_path, atomic_write_json, load_checkpoint
+from ..artifacts import atomic_path, load_checkpoint
 from ..config import Config, SenConfig
-from ..data.layout import DatasetIndex, ImageRecord, read_dataset
+from ..data.layout import DatasetIndex, ImageRecord
 from ..data.torch_datasets import image_cache
-from ..device import precision, select_device
+from ..device import precision
+from ..progress import tqdm
 from ..rng import rng_state, set_rng_state
 from ..speech.features import FeatureStore, pad_collate
-from .backbones import backbone_spec, cache_backbone_features, load_backbone
+from .backbones import cache_backbone_features, load_configured_backbone
 from .image_encoder import ImageEncoder
 from .losses import distinctive_loss, make_classifier, matching_loss
 from .retrieval import (attribute_precision_at_k, class_map, class_map_one_query_per_class,
@@ -172,7 +172,7 @@ def retrieval_figures(sp: np.ndarray, queries: Queries, img: np.ndarray, records
     figures = recall_at_k(sp, img, queries.image_pos, both_ways=len(np.unique(queries.image_pos)) == len(img))
     figures["class_mAP_all_queries"] = class_map(sp, sp_class, img, img_class)
     first = queries.caption_index == queries.caption_index.min()
-    # the original's (paper notes §4.5): one query per class, the caption-0 utterance of the class's first image
+    # the original: one query per class, the caption-0 utterance of the first image of the class
     figures["class_mAP_one_query_per_class"] = class_map_one_query_per_class(
         sp[first], sp_class[first], img, img_class)
     if records and records[0].mentions is not None:
@@ -191,7 +191,7 @@ def train_sen_model(model: SenModel, train_q: Queries, train_feats: np.ndarray, 
     """Train ``model``, keep the best epoch on the validation classes, resume from a checkpoint.
 
     An epoch is one pass over the training images with one random caption (and voice) and one
-    random cached view per image, as in the original (paper notes §4.1). Returns the training history.
+    random cached view per image, as in the original. Returns the training history.
     """
     ckpt_path, best_path = out_dir / f"{tag}_{CHECKPOINT}", out_dir / f"{tag}_{BEST}"
     params = [p for p in model.parameters() if p.requires_grad]
@@ -282,15 +282,7 @@ def train_sen_model(model: SenModel, train_q: Queries, train_feats: np.ndarray, 
     return history
 
 
-# -------------------------------------------------------------------------------------- step
-def load_configured_backbone(cfg: SenConfig):
-    """The frozen backbone of ``cfg``, resizing its input to ``cfg.backbone_input_size`` if set."""
-    backbone = load_backbone(cfg.backbone, cfg.backbone_weights)
-    if cfg.backbone_input_size is not None:
-        backbone.spec = dataclasses.replace(backbone.spec, input_size=cfg.backbone_input_size)
-    return backbone
-
-
+# ------------------------------------------------------------------------- cached features
 def backbone_features(index: DatasetIndex, split: str, cfg: Config) -> np.ndarray:
     """Cached backbone features (N, views, D) of a split's images, kept beside the dataset: they
     depend only on the images, the backbone and the seed of the views' crops (in the file name, so
@@ -301,134 +293,3 @@ def backbone_features(index: DatasetIndex, split: str, cfg: Config) -> np.ndarra
     path = index.root / "cache" / (f"features_{s.backbone}{backbone.spec.input_size}_{split}_"
                                    f"{cfg.data.image_size}_{s.feature_views}v_seed{cfg.seed}.npy")
     return cache_backbone_features(s.backbone, images, s.feature_views, cfg.seed, path, backbone=backbone)
-
-
-def train_sen_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
-    """Work function of the ``sen`` step (see ``s2i_lib.pipeline``)."""
-    device = select_device(cfg.device, cfg.precision)
-    torch.manual_seed(cfg.seed)
-    index = read_dataset(inputs["data"])
-    train_all, test = index.split("train"), index.split("test")
-    val_classes = set(validation_classes([r.class_id for r in train_all], cfg.sen.val_fraction, cfg.seed))
-    train = [r for r in train_all if r.class_id not in val_classes]
-    val = [r for r in train_all if r.class_id in val_classes]
-    atomic_write_json(out_dir / "val_classes.json", sorted(val_classes))
-
-    t0 = time.perf_counter()
-    feats_train_all = backbone_features(index, "train", cfg)
-    feats_test = np.asarray(backbone_features(index, "test", cfg))
-    feature_time = time.perf_counter() - t0
-    pos_all = {r.key: i for i, r in enumerate(train_all)}
-    train_rows = np.array([pos_all[r.key] for r in train])
-    val_rows = np.array([pos_all[r.key] for r in val])
-    feats_train = np.asarray(feats_train_all[train_rows])
-    feats_val = np.asarray(feats_train_all[val_rows])
-
-    store_train, store_test = FeatureStore(inputs["speech"], "train"), FeatureStore(inputs["speech"], "test")
-    q_train = speech_queries(store_train, {r.key: i for i, r in enumerate(train)})
-    q_val = speech_queries(store_train, {r.key: i for i, r in enumerate(val)})
-    q_test = speech_queries(store_test, {r.key: i for i, r in enumerate(test)})
-
-    label_of = {c: i for i, c in enumerate(sorted({r.class_id for r in train}))}
-    labels = np.array([label_of[r.class_id] for r in train])
-    raw_class = np.array([r.class_id for r in train])
-    feat_dim = backbone_spec(cfg.sen.backbone).feat_dim
-
-    # speech
-    t1 = time.perf_counter()
-    speech_model = SenModel(SpeechEncoder.from_config(cfg.sen, store_train.n_mels), feat_dim, cfg.sen,
-                            len(label_of)).to(device)
-    history = train_sen_model(speech_model, q_train, feats_train, labels, raw_class, q_val, feats_val,
-                              val, cfg.sen, out_dir, "speech", device, cfg.seed)
-    speech_time = time.perf_counter() - t1
-    figures: dict = {"device": str(device), "backbone": cfg.sen.backbone,
-                     "feature_cache_time_s": round(feature_time, 1),
-                     "speech_train_time_s": round(speech_time, 1),
-                     "images": {"train": len(train), "val": len(val), "test": len(test)},
-                     "val_classes": len(val_classes), "speech_history": history}
-
-    img_test = embed_images(speech_model.image_encoder, feats_test, device)
-    sp_test = embed_queries(speech_model.query_encoder, q_test, 256, device)
-    seen, held = ~q_test.heldout, q_test.heldout
-    results = {"speech (training voices)": retrieval_figures(sp_test[seen], q_test.subset(seen), img_test, test)}
-    if held.any():
-        results["speech (held-out voices)"] = retrieval_figures(sp_test[held], q_test.subset(held), img_test, test)
-    t3 = time.perf_counter()
-    listened = listening_tests(cfg, speech_model.query_encoder, test, img_test, device, out_dir / "embeddings")
-    if listened:
-        results.update(listened)
-        figures["listening_time_s"] = round(time.perf_counter() - t3, 1)
-
-    # export: embeddings in FeatureStore row order, per data split, and the trained encoders
-    emb_dir = out_dir / "embeddings"
-    for split, store, records in (("train", store_train, train_all), ("test", store_test, test)):
-        q_all = speech_queries(store, {r.key: i for i, r in enumerate(records)})
-        _save_npy(emb_dir / f"speech_{split}.npy", embed_queries(speech_model.query_encoder, q_all, 256, device))
-        feats = feats_train_all if split == "train" else feats_test
-        _save_npy(emb_dir / f"image_{split}.npy", embed_images(speech_model.image_encoder, np.asarray(feats), device))
-    with atomic_path(out_dir / "speech_encoder.pt") as tmp:
-        torch.save({"state_dict": speech_model.query_encoder.state_dict(), "sen": cfg.to_dict()["sen"],
-                    "n_mels": store_train.n_mels}, tmp)
-    with atomic_path(out_dir / "image_encoder.pt") as tmp:
-        torch.save({"state_dict": speech_model.image_encoder.state_dict(), "backbone": cfg.sen.backbone,
-                    "backbone_input_size": cfg.sen.backbone_input_size,
-                    "feat_dim": feat_dim, "embed_dim": cfg.sen.embed_dim}, tmp)
-
-    # text baseline: the same network and losses on the written captions
-    if cfg.sen.text_baseline:
-        t2 = time.perf_counter()
-        n_cap = cfg.speech.captions_per_image
-        text_model = SenModel(TextEncoder(cfg.sen), feat_dim, cfg.sen, len(label_of)).to(device)
-        figures["text_history"] = train_sen_model(
-            text_model, text_queries(train, n_cap), feats_train, labels, raw_class,
-            text_queries(val, n_cap), feats_val, val, cfg.sen, out_dir, "text", device, cfg.seed)
-        figures["text_train_time_s"] = round(time.perf_counter() - t2, 1)
-        q_text = text_queries(test, n_cap)
-        results["text"] = retrieval_figures(embed_queries(text_model.query_encoder, q_text, 256, device), q_text,
-                                            embed_images(text_model.image_encoder, feats_test, device), test)
-        for split, records in (("train", train_all), ("test", test)):
-            q = text_queries(records, n_cap)
-            _save_npy(emb_dir / f"text_{split}.npy", embed_queries(text_model.query_encoder, q, 256, device))
-        with atomic_path(out_dir / "text_encoder.pt") as tmp:
-            torch.save({"state_dict": text_model.query_encoder.state_dict(), "sen": cfg.to_dict()["sen"]}, tmp)
-    figures["test"] = results
-    atomic_write_json(out_dir / "results.json", results)
-    return figures
-
-
-def listening_tests(cfg: Config, encoder: nn.Module, test: list[ImageRecord], img_test: np.ndarray,
-                    device: torch.device, emb_dir: Path, progress: bool = True) -> dict:
-    """Retrieval figures of every listening group (``speech/listening.py``) on the same test
-    captions; each group's embeddings go to ``emb_dir/listening/<group>.npy``, indexed by
-    ``emb_dir/listening.json`` (the evaluation generates images from them)."""
-    from ..speech.listening import group_texts, listening_captions, listening_groups, speak_group
-    groups = listening_groups(cfg.speech, cfg.sen)
-    if not groups:
-        return {}
-    pos, cap = listening_captions(len(test), cfg.speech.captions_per_image, cfg.sen.listening_captions)
-    texts = [test[p].captions[c] for p, c in zip(pos, cap)]
-    mentions = [test[p].mentions[c] for p, c in zip(pos, cap)] if test[0].mentions is not None else None
-    results, index = {}, {}
-    for group in groups:
-        said = group_texts(group, texts, mentions, cfg.data.dataset, cfg.seed)
-        if said is None:   # held-out phrasings of captions without an attribute list (real data)
-            continue
-        feats = speak_group(group, said, cfg.speech, cfg.seed, progress)
-        queries = Queries(pos, cap, np.ones(len(pos), bool), [group.voice] * len(pos),
-                          np.array([len(f) for f in feats]),
-                          lambda qs, feats=feats: pad_collate([feats[int(q)] for q in qs]))
-        emb = embed_queries(encoder, queries, 256, device)
-        results[group.name] = retrieval_figures(emb, queries, img_test, test)
-        _save_npy(emb_dir / "listening" / f"{group.slug}.npy", emb)
-        index[group.name] = {"file": f"{group.slug}.npy", "voice": group.voice, "degradation": group.degradation}
-        if group.held_out_phrasing:
-            index[group.name]["texts"] = said
-    atomic_write_json(emb_dir / "listening.json", {"image_pos": pos.tolist(), "caption_index": cap.tolist(),
-                                                   "groups": index})
-    return results
-
-
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        np.save(tmp, array.astype(np.float32))
-

@@ -14,9 +14,9 @@ Each copy draws a chain from its utterance id (reproducible, recorded in the man
 - **speed** (p 0.5): resampled by a factor 0.9 or 1.1, tempo and pitch together, the speed
   perturbation of Ko et al. (2015);
 - **reverberation** (p 0.4): a synthetic room, RT60 in [0.2, 0.8] s
-  (``listening.reverberate``);
+  (``acoustics.reverberate``);
 - **noise** (p 0.5): white noise at an SNR in [5, 30] dB;
-- **telephone band** (p 0.25): 8 kHz, 300-3400 Hz, mu-law (``listening.telephone``);
+- **telephone band** (p 0.25): 8 kHz, 300-3400 Hz, mu-law (``acoustics.telephone``);
 - **gain** (p 0.3): -18 to +6 dB, clipped at full scale. The features are normalised per
   utterance and mel bin (CMVN), but a gain still reaches the encoder: the log's floor (1e-6) meets
   the quiet frames at another level, and loud speech clips;
@@ -24,9 +24,10 @@ Each copy draws a chain from its utterance id (reproducible, recorded in the man
 at least one of them.
 
 Everything is torchaudio's functional ops (``resample``, ``add_noise``, ``fftconvolve``, the biquads,
-mu-law), shared with the listening tests' degradations (``listening.py``). torch-audiomentations has
-noise, band filters and gain, but not the synthetic room (its reverberation needs recorded
-impulse-response files) nor a length-changing speed perturbation: a dependency for three of the five.
+mu-law; the room, noise and telephone line of ``acoustics.py``, shared with the listening tests'
+degradations). torch-audiomentations has noise, band filters and gain, but not the synthetic room
+(its reverberation needs recorded impulse-response files) nor a length-changing speed perturbation:
+a dependency for three of the five.
 """
 from __future__ import annotations
 
@@ -90,12 +91,12 @@ def output_samples(n: int, sample_rate: int, chain: dict) -> int:
 
 def apply(wave, sample_rate: int, chain: dict) -> np.ndarray:
     """``wave`` (float32 mono, array or tensor) through ``chain`` (from ``sample_augmentation``)."""
-    # torch here, not at the top: the planning functions above run in the synthesis workers,
-    # which never import torch
+    # torchaudio here, not at the top (acoustics imports it too): the planning functions above run in
+    # the synthesis workers, which never need it
     import torch
     import torchaudio.functional as AF
 
-    from .listening import add_white_noise, reverberate, telephone
+    from .acoustics import add_white_noise, reverberate, telephone
     x = torch.as_tensor(np.ascontiguousarray(wave, dtype=np.float32))
     seed = int(chain.get("seed", 0))
     if "speed" in chain:

@@ -35,6 +35,10 @@ import torch
 
 from ..artifacts import atomic_path, atomic_write_json, load_array, read_json, stable_hash
 from ..device import cpu_count
+from ..progress import tqdm
+from . import augment
+from .synthesis import imap_unordered, wav_truncation
+from .tts import to_sample_rate
 
 FEATURES_DIR = "features"
 LOG_FLOOR = 1e-6    # log(mel + 1e-6), as the original
@@ -132,7 +136,6 @@ def read_audio(path: str | os.PathLike, sample_rate: int = 22050, max_seconds: f
     hours-long recording is refused without loading it.
     """
     import soundfile as sf
-    from .synthesis import wav_truncation
     path = Path(path)
     try:
         if not path.exists():
@@ -182,7 +185,6 @@ def read_audio(path: str | os.PathLike, sample_rate: int = 22050, max_seconds: f
         if rms < silence_rms:
             raise AudioError(f"audio file {path} is silent (RMS {rms:.1e} < {silence_rms}); "
                              f"check the recording level")
-    from .tts import to_sample_rate
     return torch.from_numpy(to_sample_rate(mono, rate, sample_rate))
 
 
@@ -209,8 +211,7 @@ def _compute_and_store(settings: dict, tasks: list) -> tuple[int, int]:
             wave = read_audio(wav, settings["sample_rate"], settings["max_audio_seconds"],
                               silence_rms=0.0)
             if chain is not None:
-                from .augment import apply
-                wave = torch.from_numpy(apply(wave, settings["sample_rate"], chain))
+                wave = torch.from_numpy(augment.apply(wave, settings["sample_rate"], chain))
             feats = log_mel(wave, settings["sample_rate"], settings["n_mels"], settings["win_ms"],
                             settings["hop_ms"]).numpy()
         except (AudioError, ValueError, FileNotFoundError) as e:
@@ -242,7 +243,6 @@ def build_feature_store(step_dir: str | Path, manifest: Sequence[dict], speech_c
     the work stays in this process: starting worker processes (each imports torch) would cost
     more than it saves.
     """
-    from ..progress import tqdm
     step_dir = Path(step_dir)
     out = step_dir / FEATURES_DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -303,7 +303,6 @@ def build_feature_store(step_dir: str | Path, manifest: Sequence[dict], speech_c
         if n_workers == 1 or n_utts < min_parallel:
             results: Any = (_feature_chunk(c) for c in chunks)
         else:
-            from .synthesis import imap_unordered
             results = imap_unordered(_feature_chunk, chunks, n_workers)
         for n, f, cpu in results:
             figures["feature_utterances"] += n

@@ -2,7 +2,7 @@
 
 The speech step's held-out voices are variants of the training voices (another eSpeak pitch and
 timbre of the same accents). The groups here are further away, each measured on the same test
-captions after the SEN is trained (``sen/training.py``) and by the evaluation (``evaluation/step.py``):
+captions after the SEN is trained (``steps/sen.py``) and by the evaluation (``evaluation/protocol.py``):
 
 - **other voices** (``sen.listening_voices``): eSpeak NG's other English accents (Scottish,
   Caribbean, New York, West Midlands, ...), or a neural voice. A voice that is also a training voice
@@ -16,67 +16,27 @@ captions after the SEN is trained (``sen/training.py``) and by the evaluation (`
   (``data.captions.rephrase``), read against the clean group. Toy datasets only: a real dataset's
   captions have no attribute list to say again.
 
-The degradations use torchaudio's functional ops (``add_noise``, ``fftconvolve``, ``resample``, the
-biquad filters, mu-law). The room's impulse response is written here: exponentially decaying noise
-(Schroeder's statistical model of a diffuse late reverberation) after a direct-path impulse. A room
-simulator (pyroomacoustics) would add early reflections, but not what the test needs: a long,
-smearing tail at a known reverberation time.
+The degradations are the room, noise and telephone line of ``acoustics.py`` (torchaudio's
+functional ops), which the training augmentation (``augment.py``) draws from too.
 """
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torchaudio.functional as AF
 
-from .tts import parse_voice
+from ..data.captions import rephrase
+from ..progress import tqdm
+from ..voices import DEGRADATIONS, parse_voice
+from .acoustics import REVERB_RT60_S, _generator, add_white_noise, reverberate, telephone
+from .features import log_mel
+from .synthesis import normalise_caption
+from .tts import load_synthesizer, sample_params
 
-DEGRADATIONS = ("noise_10db", "reverb", "telephone")
 LABELS = {"noise_10db": "noise at 10 dB SNR", "reverb": "reverberation (RT60 0.6 s)",
           "telephone": "telephone band (8 kHz)"}
-REVERB_RT60_S = 0.6
-TELEPHONE_RATE = 8000
-TELEPHONE_BAND_HZ = (300.0, 3400.0)
-
-
-def _generator(seed: int, key: str) -> torch.Generator:
-    return torch.Generator().manual_seed(zlib.crc32(f"{seed}:{key}".encode()))
-
-
-def room_impulse_response(sample_rate: int, rt60_s: float = REVERB_RT60_S, seed: int = 0) -> torch.Tensor:
-    """A direct-path impulse, then Gaussian noise decaying by 60 dB over ``rt60_s``; unit energy."""
-    n = int(rt60_s * sample_rate)
-    t = torch.arange(n, dtype=torch.float32) / sample_rate
-    tail = torch.randn(n, generator=_generator(seed, "rir")) * torch.exp(-6.9078 * t / rt60_s)  # ln(1000)
-    rir = 0.3 * tail
-    rir[0] = 1.0
-    return rir / rir.norm()
-
-
-def reverberate(x: torch.Tensor, sample_rate: int, rt60_s: float, seed: int = 0) -> torch.Tensor:
-    """``x`` in a room of ``rt60_s`` (``room_impulse_response``), cut to its length, same peak level."""
-    y = AF.fftconvolve(x, room_impulse_response(sample_rate, rt60_s, seed=seed))[:len(x)]
-    return y * (x.abs().max() / y.abs().max().clamp_min(1e-8))
-
-
-def add_white_noise(x: torch.Tensor, snr_db: float, generator: torch.Generator) -> torch.Tensor:
-    """``x`` plus Gaussian white noise at ``snr_db`` (torchaudio's ``add_noise`` scales it)."""
-    noise = torch.randn(x.shape, generator=generator)
-    return AF.add_noise(x.unsqueeze(0), noise.unsqueeze(0), torch.tensor([float(snr_db)]))[0]
-
-
-def telephone(x: torch.Tensor, sample_rate: int) -> torch.Tensor:
-    """``x`` over a telephone line: down to 8 kHz, the 300-3400 Hz band, 8-bit mu-law (G.711), back
-    up to ``sample_rate``, same length."""
-    y = AF.resample(x, sample_rate, TELEPHONE_RATE)
-    y = AF.highpass_biquad(y, TELEPHONE_RATE, TELEPHONE_BAND_HZ[0])
-    y = AF.lowpass_biquad(y, TELEPHONE_RATE, TELEPHONE_BAND_HZ[1])
-    y = AF.mu_law_decoding(AF.mu_law_encoding(y.clamp(-1, 1), 256), 256)
-    y = AF.resample(y, TELEPHONE_RATE, sample_rate)[:len(x)]
-    return torch.nn.functional.pad(y, (0, len(x) - len(y))).clamp(-1, 1)
 
 
 def degrade(wave: np.ndarray, sample_rate: int, kind: str, seed: int = 0, key: str = "") -> np.ndarray:
@@ -129,7 +89,6 @@ def group_texts(group: ListeningGroup, texts: Sequence[str], mentions: Sequence[
         return list(texts)
     if mentions is None:
         return None
-    from ..data.captions import rephrase
     return [rephrase(dataset, m, seed, key=t) for t, m in zip(texts, mentions)]
 
 
@@ -151,10 +110,6 @@ def speak_group(group: ListeningGroup, texts: Sequence[str], speech_cfg, seed: i
                 progress: bool = True) -> list[torch.Tensor]:
     """Log-mel features (T, n_mels) of every text said as ``group`` hears it: the speech step's
     normalisation, prosody drawn per utterance from ``seed``, then the group's degradation."""
-    from ..progress import tqdm
-    from .features import log_mel
-    from .synthesis import normalise_caption
-    from .tts import load_synthesizer, sample_params
     s = speech_cfg
     synth = load_synthesizer(group.voice, s.sample_rate)
     out = []

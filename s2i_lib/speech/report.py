@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from .features import frame_params, log_mel, read_audio
 from .synthesis import ERRORS_FILE, MANIFEST_FILE, read_jsonl
 
 
@@ -66,8 +67,6 @@ def plot_waveform_and_logmel(audio: str | Path | np.ndarray, sample_rate: int = 
     """Waveform, log-mel spectrogram and the CMVN-normalised features S2IGAN's encoder sees."""
     import matplotlib.pyplot as plt
     import torch
-
-    from .features import frame_params, log_mel, read_audio
     if isinstance(audio, (str, Path)):
         title = title or Path(audio).name
         wave = read_audio(audio, sample_rate)
@@ -98,8 +97,6 @@ def plot_logmel_grid(clips: dict[str, np.ndarray], sample_rate: int = 22050, n_m
     """The CMVN log-mel features the encoder sees, one panel per clip (e.g. one caption clean and
     degraded), on one time axis."""
     import matplotlib.pyplot as plt
-
-    from .features import frame_params, log_mel
     _, hop = frame_params(sample_rate)
     fig, axes = plt.subplots(len(clips), 1, figsize=(9, 1.5 * len(clips) + 0.5), sharex=True, squeeze=False)
     for ax, (name, wave) in zip(axes[:, 0], clips.items()):

@@ -52,7 +52,10 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from ..artifacts import atomic_path, stable_hash
+from ..data.layout import ImageRecord, write_captions, write_image, write_index
 from ..device import cpu_count
+from ..progress import tqdm
+from ..voices import backend_of
 from . import augment, tts
 
 MANIFEST_FILE = "manifest.jsonl"
@@ -289,7 +292,7 @@ def _run_jobs(out_dir: str, checks: AudioChecks, jobs: list[tuple[str, str, str,
     import soundfile as sf
     results = []
     for rel, text, voice, params in jobs:
-        res: dict[str, Any] = {"path": rel, "voice": voice, "backend": tts.backend_of(voice)}
+        res: dict[str, Any] = {"path": rel, "voice": voice, "backend": backend_of(voice)}
         # loading a synthesizer can fail only for setup reasons (missing package or weights): that
         # must stop the run with its own message, so it stays outside the per-caption try
         synth = _synthesizer(voice, checks.sample_rate)
@@ -365,7 +368,6 @@ def synthesize_plan(plan: Sequence[Utterance], out_dir: str | Path, speech_cfg: 
                     workers: int | None = None, progress: bool = True) -> SynthesisResult:
     """Synthesize every planned utterance whose WAV is not there yet; write the manifest."""
     import soundfile as sf
-    from ..progress import tqdm
 
     out_dir = Path(out_dir)
     checks = AudioChecks.from_config(speech_cfg)
@@ -395,7 +397,7 @@ def synthesize_plan(plan: Sequence[Utterance], out_dir: str | Path, speech_cfg: 
 
     by_backend: dict[str, list] = defaultdict(list)
     for job in todo:
-        by_backend[tts.backend_of(job[2])].append(job)
+        by_backend[backend_of(job[2])].append(job)
     chunks = []
     for backend in sorted(by_backend, key=lambda b: _SPEED_RANK.get(b, 0)):
         js, size = by_backend[backend], _CHUNK.get(backend, 8)
@@ -441,7 +443,7 @@ def synthesize_plan(plan: Sequence[Utterance], out_dir: str | Path, speech_cfg: 
             row = {"id": u.id, "key": u.key, "split": u.split,
                    "caption_index": u.caption_index, "text": u.text,
                    "spoken_text": u.spoken_text, "voice": u.voice,
-                   "backend": tts.backend_of(u.voice), "heldout": u.heldout,
+                   "backend": backend_of(u.voice), "heldout": u.heldout,
                    "params": u.params, "samples": n, "path": u.path}
             if u.augment is not None:   # the features' length: after the augmentation
                 row.update(augment=u.augment, samples=augment.output_samples(n, checks.sample_rate, u.augment))
@@ -571,8 +573,6 @@ def write_caption_dataset(root: str | Path, n_train_classes: int = 8, n_test_cla
     overrides the captions of chosen image keys (to plant bad input).
     """
     from PIL import Image
-
-    from ..data.layout import ImageRecord, write_captions, write_image, write_index
     rng = np.random.default_rng(seed)
     colours = "red yellow blue brown black white grey orange green olive".split()
     parts = "crown belly wings breast tail nape throat back".split()

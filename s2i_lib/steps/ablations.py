@@ -30,12 +30,13 @@ from ..artifacts import json_once, load_array
 from ..config import Config
 from ..data.layout import ImageRecord, read_dataset
 from ..device import select_device
-from ..gan.step import GENERATOR_FILE, group_by_image, train_gan_step
-from ..gan.trainer import load_generator
+from ..evaluation.protocol import QueryGroup, evaluate_model, test_queries
+from ..gan.trainer import GENERATOR_FILE, load_generator
 from ..inference import SpeechToImage, load_speech_encoder
 from ..sen.speech_encoder import SpeechEncoder
 from ..sen.training import embed_queries, speech_queries, text_queries
 from ..speech.features import FeatureStore
+from .gan import group_by_image, train_gan_step
 
 VARIANTS: dict[str, dict] = {
     "w/o dense": {"dense": False},
@@ -74,7 +75,6 @@ def run_ablations(cfg: Config, inputs: dict[str, Path], out_dir: Path, judges, t
 def _train_and_evaluate(name: str, change: dict, folder: Path, cfg: Config, inputs: dict[str, Path],
                         judges, test: list[ImageRecord], train: list[ImageRecord], device: torch.device) -> dict:
     """Train the variant ``name``'s generator in ``folder / "gan"`` and return its figures."""
-    from .step import QueryGroup, evaluate_model, test_queries
     v_cfg = dataclasses.replace(cfg, gan=dataclasses.replace(cfg.gan, **change))
     speech_encoder = load_speech_encoder(inputs["sen"], device)
     train_embeddings = None

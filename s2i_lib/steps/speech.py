@@ -3,7 +3,7 @@
 ``python -m s2i_lib speech --profile P`` (through ``s2i_lib.pipeline.ensure``) calls
 :func:`build_speech_step`. Its folder ``runs/<profile>/speech/`` holds::
 
-    wavs/ab/<hash>.wav        16-bit PCM mono 22.05 kHz; content-addressed (see synthesis.py)
+    wavs/ab/<hash>.wav        16-bit PCM mono 22.05 kHz; content-addressed (see speech/synthesis.py)
     manifest.jsonl            one row per spoken utterance
     errors.jsonl              one row per refused caption / synthesis, with its reason
     features/<split>.npy, features/<split>.offsets.npy, features/<split>.index.json
@@ -19,7 +19,8 @@ from typing import Any
 
 from ..config import Config
 from ..data.layout import read_dataset
-from .synthesis import plan_utterances, synthesize_plan, utterance_summary
+from ..speech.features import build_feature_store
+from ..speech.synthesis import plan_utterances, synthesize_plan, utterance_summary
 
 
 def build_speech_step(cfg: Config, out_dir: Path, inputs: dict[str, Path],
@@ -30,7 +31,6 @@ def build_speech_step(cfg: Config, out_dir: Path, inputs: dict[str, Path],
     reason, synthesis time, utterances/s and real-time factor per backend, feature time, frames,
     feature utterances/s and the total audio hours.
     """
-    from .features import build_feature_store  # torch: not needed by the synthesis workers
     out_dir = Path(out_dir)
     index = read_dataset(inputs["data"])
     plan = plan_utterances(index.records, cfg.speech, cfg.seed)

@@ -2,11 +2,12 @@
 
 Inputs: the dataset (training images), the speech step (which utterance belongs to which image)
 and the SEN step (the embedding of every utterance, the text baseline's embedding of every written
-caption, and the trained image encoder that the relation supervisor looks through).
+caption, and the trained image encoder that the relation supervisor looks through,
+``sen.image_encoder.SenImageFeatures``). The model and its training loop are ``s2i_lib/gan/``.
 
 Outputs, in ``runs/<profile>/gan/``::
 
-    generator.pt                  the EMA generator of the last iteration (``load_generator``)
+    generator.pt                  the EMA generator of the last iteration (``gan.load_generator``)
     checkpoints/latest.pt         the full training state (resume); generator_ema_<it>.pt snapshots
     samples/iter_<it>.png         sample grids: real image, then stages 1..3, fixed noise and captions
     loss_history.json             loss curves (also in metrics.json)
@@ -18,21 +19,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
-from ..artifacts import atomic_path, load_array, load_checkpoint
+from ..artifacts import atomic_path, load_array
 from ..config import Config
 from ..data.layout import ImageRecord, read_dataset
 from ..data.torch_datasets import ImageCaptionDataset
-from ..device import precision, select_device
-from ..sen.image_encoder import ImageEncoder
-from ..sen.training import backbone_features, load_configured_backbone
+from ..device import select_device
+from ..gan.blocks import count_parameters
+from ..gan.trainer import GENERATOR_FILE, GanTrainer, GanTrainingSet
+from ..sen.image_encoder import SenImageFeatures
+from ..sen.training import backbone_features
 from ..speech.features import FeatureStore
-from .blocks import count_parameters
-from .trainer import GanTrainer, GanTrainingSet
-
-GENERATOR_FILE = "generator.pt"
 
 
 def group_by_image(embeddings: np.ndarray, keys: list[str], records: list[ImageRecord]) -> np.ndarray:
@@ -80,35 +77,6 @@ def caption_embeddings(cfg: Config, inputs: dict[str, Path], records: list[Image
     seen = ~store.heldout[rows]
     keys = [store.keys[r] for r in rows]
     return group_by_image(emb[seen], [k for k, s in zip(keys, seen) if s], records)
-
-
-class SenImageFeatures(nn.Module):
-    """The trained SEN image encoder as a differentiable function of the image: frozen backbone,
-    then the projection, then unit norm. Unlike ``ImageEncoder.forward`` it lets gradients reach
-    the image, which the relation supervisor's generator loss needs."""
-
-    def __init__(self, sen_dir: Path, cfg: Config):
-        super().__init__()
-        state = load_checkpoint(Path(sen_dir) / "image_encoder.pt")
-        self.backbone = load_configured_backbone(cfg.sen)
-        encoder = ImageEncoder(state["feat_dim"], state["embed_dim"])
-        encoder.load_state_dict(state["state_dict"])
-        self.projection = encoder.projection
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        # the projection in the backbone's precision, as of_backbone_features computes the cached
-        # views' (fp32 unless the backbone runs in bf16), not in the GAN's autocast around this call
-        with precision().autocast("backbone", images.device.type):
-            return F.normalize(self.projection(self.backbone(images).float()).float(), dim=1)
-
-    @torch.no_grad()
-    def of_backbone_features(self, features: np.ndarray, chunk: int = 4096) -> torch.Tensor:
-        """What ``forward`` gives for images whose backbone features are ``features`` (..., F),
-        e.g. the SEN step's cached views (N, views, F): (..., d) float32."""
-        flat = features.reshape(-1, features.shape[-1])
-        out = [F.normalize(self.projection(torch.from_numpy(np.asarray(flat[i:i + chunk], np.float32))), dim=1)
-               for i in range(0, len(flat), chunk)]
-        return torch.cat(out).reshape(*features.shape[:-1], -1)
 
 
 def cached_view_features(cfg: Config, index, extractor: SenImageFeatures) -> torch.Tensor | None:

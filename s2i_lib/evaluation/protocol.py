@@ -1,4 +1,5 @@
-"""The ``eval`` step: generate the test images from their spoken captions and measure them.
+"""How the ``eval`` step measures a model: generate the test images from their spoken captions, then
+score them (the step itself is ``s2i_lib/steps/eval.py``).
 
 For each group of test queries (captions spoken by the training voices; by the held-out voices) it
 generates one image per utterance (noise row i from ``eval`` seed and i), then measures:
@@ -17,8 +18,9 @@ of some test images, ``speech/listening.py``) get the attribute accuracy of thei
 in ``listening`` of results.json.
 
 The real test images get the same measurements where they apply (IS, R-precision, attribute
-accuracy): the ceiling each number can reach here. With ``eval.ablations`` the step also trains and
-evaluates the ablated models (``ablations.py``) and puts them in the same table.
+accuracy): the ceiling each number can reach here. The dataset's instruments (``instruments``) are
+built by the data step and only loaded here; the ablations (``steps/ablations.py``) are measured
+with the same ``evaluate_model``.
 """
 from __future__ import annotations
 
@@ -30,17 +32,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..artifacts import atomic_path, atomic_write_json, json_once, load_array, read_json
+from ..artifacts import atomic_path, load_array, read_json
 from ..config import Config
 from ..data.build import TOY_DATASETS, toy_module
 from ..data.captions import swap_colour
 from ..data.layout import ImageRecord, read_dataset
 from ..data.torch_datasets import image_cache
-from ..device import select_device
-from ..gan.step import SenImageFeatures
 from ..inference import SpeechToImage
 from ..progress import tqdm
+from ..sen.image_encoder import SenImageFeatures
 from ..speech.features import FeatureStore
+from . import attribute_judge, fid
+from .inception_score import inception_score, train_is_classifier
+from .r_precision import r_precision
+from .retrieval_map import paper_queries, retrieval_map
 
 GROUPS = ("training voices", "held-out voices")
 
@@ -109,7 +114,6 @@ def listening_queries(sen_dir: Path) -> dict[str, QueryGroup]:
 def listening_accuracy(s2i: SpeechToImage, groups: dict[str, QueryGroup], judges: "Judges",
                        test: list[ImageRecord], cfg: Config) -> dict:
     """Attribute accuracy of the images generated from each listening group's captions."""
-    from . import attribute_judge
     results = {}
     for name, queries in groups.items():
         images = s2i.generate_each(queries.embeddings, seed=cfg.seed, progress=f"S2IGAN: generating ({name})")
@@ -134,8 +138,7 @@ def attribute_judge_path(cache_dir: str | Path, size: int, seed: int) -> Path:
 def cached_attribute_judge(cfg: Config, data_dir: str | Path, size: int):
     """The evaluation's attribute judge (``cfg.eval.judge_images`` renders, ``judge_epochs``),
     trained once and cached beside the dataset: it depends only on the renderer."""
-    from .attribute_judge import train_attribute_judge
-    return train_attribute_judge(cfg.data.dataset, size, cfg.seed,
+    return attribute_judge.train_attribute_judge(cfg.data.dataset, size, cfg.seed,
                                  attribute_judge_path(Path(data_dir) / "cache", size, cfg.seed),
                                  n_images=cfg.eval.judge_images, epochs=cfg.eval.judge_epochs)
 
@@ -163,8 +166,6 @@ def instruments(cfg: Config, data_dir: str | Path, size: int) -> Instruments:
     dataset's ``cache/`` (keyed by what it was built from), so that every evaluation, ablation and
     benchmark of the dataset shares them. The data step builds them (``data_step``); the eval
     step loads them, or builds them when the data step made them for another size or config."""
-    from . import fid
-    from .inception_score import train_is_classifier
     cache = Path(data_dir) / "cache"
     index = read_dataset(data_dir)
     real = image_cache(index, "test", size)
@@ -180,7 +181,6 @@ def fid_floor(cfg: Config, index, real_features: np.ndarray, size: int) -> dict 
     """FID and KID of real training images against the real test images, as many of each (drawn
     with ``cfg.seed``): how far two sets of *real* images of different species are. A generator
     of the test species is measured against the same test images, so this is its floor."""
-    from . import fid
     train = index.split("train")
     n = min(len(train), len(real_features))
     if n < 2:
@@ -191,35 +191,6 @@ def fid_floor(cfg: Config, index, real_features: np.ndarray, size: int) -> dict 
     feats = fid.cached_features(images, Path(index.root) / "cache" /
                                 f"inception_train_{size}_{n}_seed{cfg.seed}.npy", progress=True)
     return fid.fid_and_kid(real_features, feats, seed=cfg.seed)
-
-
-def data_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
-    """Work function of the ``data`` step (see ``s2i_lib.pipeline``): the dataset
-    (``data.build.build_data_step``), then its instruments at the size the eval step measures (the
-    GAN's last stage). They are the dataset's, not a model's: built here, the eval step measures the
-    model only, and a new GAN or an ablation is evaluated without them being built again."""
-    from ..data.build import build_data_step
-    from .inception_score import TooFewImagesError
-    figures = build_data_step(cfg, out_dir, inputs)
-    select_device(cfg.device, cfg.precision)   # threads and precision, as in the eval step
-    t0 = time.perf_counter()
-    size = cfg.gan.stage_sizes[-1]
-    try:
-        built = instruments(cfg, out_dir, size)
-    except TooFewImagesError as e:   # a dataset too small to measure on (one image per class): the
-        # dataset is still built; the eval step will stop with the same message if it is asked for
-        print(f"[data] the evaluation's instruments were not built: {e}")
-        figures["instruments"] = {"size": size, "not_built": str(e)}
-        return figures
-    judge = built.attribute_judge.report if built.attribute_judge else None
-    figures["instruments"] = {
-        "size": size, "time_s": round(time.perf_counter() - t0, 1),
-        "is_classifier_heldout_accuracy": round(built.is_classifier.report["heldout_accuracy"], 4),
-        "fid_floor": None if built.floor is None else round(built.floor["fid"], 2),
-        # on held-out rendered images, the attribute it reads worst
-        "attribute_judge_lowest_heldout_accuracy": (
-            None if judge is None else round(min(judge["heldout_rendered"]["per_attribute"].values()), 4))}
-    return figures
 
 
 class Judges:
@@ -239,8 +210,7 @@ class Judges:
 
     @torch.no_grad()
     def sen_embeddings(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-        from .fid import images_to_model_input
-        out = [self.sen_images(images_to_model_input(images[i:i + batch_size]).to(self.device)).cpu().numpy()
+        out = [self.sen_images(fid.images_to_model_input(images[i:i + batch_size]).to(self.device)).cpu().numpy()
                for i in range(0, len(images), batch_size)]
         return np.concatenate(out)
 
@@ -261,10 +231,6 @@ def image_metrics(judges: Judges, images: np.ndarray, queries: QueryGroup, one: 
                   records: list[ImageRecord], cfg: Config, real: bool = False) -> dict:
     """Every metric of one set of images: ``images[q]`` goes with query q; ``one`` picks one query
     per test image. With ``real``, ``images`` are the real images (no FID/mAP against themselves)."""
-    from . import attribute_judge, fid
-    from .inception_score import inception_score
-    from .r_precision import r_precision
-    from .retrieval_map import paper_queries, retrieval_map
     subset = images[one]
     out: dict = {}
     if not real:
@@ -368,7 +334,7 @@ def swap_outcomes(swaps: list[dict], before: list[dict], after: list[dict]) -> t
     return figures, success
 
 
-# -------------------------------------------------------------------------------------- step
+# ------------------------------------------------------------------------------ one model
 def _slug(name: str) -> str:
     return name.replace(" ", "_").replace("-", "_").replace("(", "").replace(")", "").replace(",", "")
 
@@ -403,44 +369,3 @@ def _save(path: Path, **arrays) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.savez_compressed(f, **arrays)
-
-
-def evaluate_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
-    """Work function of the ``eval`` step (see ``s2i_lib.pipeline``)."""
-    from .report import write_table
-    device = select_device(cfg.device, cfg.precision)
-    index = read_dataset(inputs["data"])
-    test = index.split("test")
-    emb = load_array(Path(inputs["sen"]) / "embeddings" / "speech_test.npy")
-    groups = test_queries(inputs["speech"], emb, test)
-    judges = Judges(cfg, inputs, test, device)
-    real = judges.real
-
-    def full_model() -> dict:
-        # the ceiling: the real test images under the same judges
-        ref = groups[GROUPS[0]]
-        results = {"real test images": image_metrics(judges, real[ref.image_pos], ref,
-                                                     ref.one_per_image(len(test), cfg.seed), test, cfg, real=True)}
-        if judges.instruments.floor is not None:   # the FID a generator of these species can reach
-            results["real training images (FID floor)"] = dict(judges.instruments.floor)
-        s2i = SpeechToImage.from_dirs(cfg, inputs["sen"], inputs["gan"], device)
-        for group, figures in evaluate_model(s2i, groups, judges, test, cfg, out_dir, "S2IGAN").items():
-            results[f"S2IGAN, {group}"] = figures
-        return results
-
-    # kept apart, so that a run interrupted in the ablations resumes after the full model (the
-    # ablations keep theirs in ablations/<name>/results.json)
-    results = json_once(out_dir / "model_results.json", full_model)
-    listening = {}
-    if judges.attribute_judge is not None:
-        listen = listening_queries(inputs["sen"])
-        if listen:
-            listening = json_once(out_dir / "listening_results.json", lambda: listening_accuracy(
-                SpeechToImage.from_dirs(cfg, inputs["sen"], inputs["gan"], device), listen, judges, test, cfg))
-    if cfg.eval.ablations:
-        from .ablations import run_ablations
-        results.update(run_ablations(cfg, inputs, out_dir, judges, test))
-    judge_figures = judges.report()
-    atomic_write_json(out_dir / "results.json", {"results": results, "listening": listening, "judges": judge_figures})
-    write_table(results, out_dir)
-    return {"results": results, "listening": listening, "judges": judge_figures, "device": str(device)}
