@@ -285,7 +285,7 @@ class GanConfig:
     d_projection: bool = False
     # weight of a contrastive term on the projection scores (needs d_projection): in every D
     # update each real image must score its own caption above the batch's others, and in the G
-    # update each generated image too (see gan/trainer.py); 0 = the original's terms only
+    # update each generated image too (see gan/extensions.py); 0 = the original's terms only
     contrastive_coeff: float = 0.0
     # the GAN's own randomness (initialisation, noise, batches, augmentation); None: the profile's
     # seed. Another value trains a second seed of the same GAN on the same data, speech and SEN.

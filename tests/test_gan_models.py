@@ -245,7 +245,7 @@ def test_match_scores_are_the_projection_term_of_every_image_with_every_conditio
 
 
 def test_contrastive_loss_is_low_when_each_image_scores_its_own_condition_highest():
-    from s2i_lib.gan.trainer import contrastive_loss
+    from s2i_lib.gan.extensions import contrastive_loss
     b = 5
     assert contrastive_loss(torch.zeros(b, b)).item() == pytest.approx(math.log(b))   # no preference
     assert contrastive_loss(10 * torch.eye(b)).item() < 1e-3
@@ -254,6 +254,28 @@ def test_contrastive_loss_is_low_when_each_image_scores_its_own_condition_highes
     one_way[0, 1] = 20                          # image 0 prefers condition 1: both directions see it
     assert contrastive_loss(one_way).item() == pytest.approx(
         0.5 * (2 * F.cross_entropy(one_way, torch.arange(b)).item()), rel=1e-5)
+
+
+def test_the_adversarial_losses_are_the_paper_notes_terms_and_the_extensions_add_nothing_when_off():
+    from s2i_lib.config import GanConfig
+    from s2i_lib.gan import Extensions, bce, contrastive_loss, discriminator_loss, generator_adversarial_loss
+    g = torch.Generator().manual_seed(0)
+    real, wrong, fake = [(torch.randn(4, generator=g), torch.randn(4, generator=g)) for _ in range(3)]
+
+    def ref(logits, target):   # the original's sigmoid + BCELoss
+        return F.binary_cross_entropy(torch.sigmoid(logits), torch.full_like(logits, target)).item()
+    six = (ref(real[0], 1) + ref(real[1], 1) + ref(wrong[0], 0) + ref(wrong[1], 1) + ref(fake[0], 0)
+           + ref(fake[1], 0))
+    assert discriminator_loss(real, wrong, fake).item() == pytest.approx(six, rel=1e-5)
+    assert generator_adversarial_loss(fake).item() == pytest.approx(ref(fake[0], 1) + ref(fake[1], 1), rel=1e-5)
+    half = bce(torch.zeros(3, dtype=torch.bfloat16), 1.0)
+    assert half.dtype == torch.float32 and half.item() == pytest.approx(math.log(2))
+    off = Extensions.from_config(GanConfig())
+    assert not off.wants_match and off.discriminator_term() == 0 and off.generator_term() == 0
+    on, scores = Extensions(contrastive_coeff=2.0), torch.randn(4, 4, generator=g)
+    assert on.wants_match
+    assert torch.equal(on.discriminator_term(scores), 2.0 * contrastive_loss(scores))
+    assert torch.equal(on.generator_term(scores), 2.0 * contrastive_loss(scores))
 
 
 # ------------------------------------------------------------------ relation supervisor

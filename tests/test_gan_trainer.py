@@ -65,7 +65,7 @@ def test_one_iteration_updates_every_network_and_keeps_the_ema_apart(data, tmp_p
 
 
 def test_contrastive_term_adds_to_the_discriminator_and_generator_losses(data, tmp_path):
-    from s2i_lib.gan.trainer import contrastive_loss
+    from s2i_lib.gan.extensions import contrastive_loss
     plain = make(smoke_cfg(relation_supervisor=False), tmp_path / "plain", rs=False)
     contrastive = make(smoke_cfg(relation_supervisor=False, contrastive_coeff=2.0), tmp_path / "contrastive",
                        rs=False)
@@ -76,7 +76,7 @@ def test_contrastive_term_adds_to_the_discriminator_and_generator_losses(data, t
     with torch.no_grad():
         _, mu, _ = fresh.generator(batch.z, batch.embedding, batch.eps)
         _, _, scores = fresh.discriminators[0](batch.real[0], mu, match=True)
-    from s2i_lib.gan import trainer as trainer_module
+    from s2i_lib.gan import extensions as extensions_module
     seen = []
 
     def spy(s):
@@ -84,7 +84,7 @@ def test_contrastive_term_adds_to_the_discriminator_and_generator_losses(data, t
         return contrastive_loss(s)
     a = plain.train_step(batch)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(trainer_module, "contrastive_loss", spy)
+        mp.setattr(extensions_module, "contrastive_loss", spy)
         b = contrastive.train_step(batch)                            # same seed, same batch
     assert b["D16"] - a["D16"] == pytest.approx(2.0 * contrastive_loss(scores).item(), rel=1e-4)
     assert all(math.isfinite(v) for v in b.values()) and b["G16"] != a["G16"]

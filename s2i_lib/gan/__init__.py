@@ -6,7 +6,9 @@ SEN's embeddings, is ``s2i_lib.steps.gan.train_gan_step``.
 from .blocks import GLU, ResBlock, count_parameters, init_weights
 from .conditioning import ConditioningAugmentation, kl_loss
 from .discriminator import Discriminator, discriminators_from_config
+from .extensions import Extensions, contrastive_loss
 from .generator import Generator
+from .losses import bce, discriminator_loss, generator_adversarial_loss
 from .relation_supervisor import (FrozenFeatureExtractor, RelationSupervisor, relation_generator_loss,
                                   relation_supervisor_loss)
 from .trainer import (GENERATOR_FILE, DistContext, GanBatch, GanBatchSampler, GanDivergenceError, GanTrainer,
@@ -16,6 +18,7 @@ from .trainer import (GENERATOR_FILE, DistContext, GanBatch, GanBatchSampler, Ga
 __all__ = [
     "GLU", "ResBlock", "count_parameters", "init_weights", "ConditioningAugmentation", "kl_loss",
     "Discriminator", "discriminators_from_config", "DistContext", "Generator",
+    "bce", "discriminator_loss", "generator_adversarial_loss", "Extensions", "contrastive_loss",
     "FrozenFeatureExtractor", "RelationSupervisor", "relation_generator_loss", "relation_supervisor_loss",
     "GanBatch", "GanBatchSampler", "GanDivergenceError", "GanTrainer", "GanTrainingSet",
     "keep_freed_memory_in_process", "load_generator", "GENERATOR_FILE",

@@ -54,6 +54,10 @@ class ConditioningAugmentation(nn.Module):
 
 
 def kl_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """``-0.5 * mean(1 + logvar - mu^2 - exp(logvar))``: a mean over batch x cond_dim, as coded
-    (the paper's KL would be a sum over dimensions; the coefficient 2.0 was tuned for the mean)."""
+    r"""The CA's KL term (paper notes §6.1), keeping ``N(mu, diag(sigma^2))`` near ``N(0, I)``:
+
+    $$\mathrm{KL} = -\frac{1}{2} \mathrm{mean}\left(1 + \log\sigma^2 - \mu^2 - \sigma^2\right)$$
+
+    a mean over batch x cond_dim, as coded (the paper's KL would be a sum over dimensions; the
+    coefficient ``gan.kl_coeff`` = 2.0 was tuned for the mean)."""
     return -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())

@@ -89,9 +89,15 @@ def relation_supervisor_loss(rs: nn.Module, f_real: torch.Tensor, f_similar: tor
                              f_fake: torch.Tensor, f_wrong: torch.Tensor,
                              mode: Literal["cooperative", "adversarial"] = "cooperative",
                              include_same: bool = True) -> torch.Tensor:
-    """The RS update: ``CE(R(real, similar), 1) + CE(R(real, real), 0) + CE(R(real, fake), 1 or 3)
-    + CE(R(real, wrong), 2)``. Four separate forward passes, as in the original, so that BN sees
-    each pair type as its own batch. ``f_fake`` must already be detached."""
+    r"""The RS update (paper notes §8), on the features of the real image ``x``, a similar one
+    (same class), the generated one ``\hat{x}`` and a wrong one (another class):
+
+    $$\mathcal{L}_{\mathrm{RS}} = \mathrm{CE}(R(x, x),0) + \mathrm{CE}(R(x, x_{\mathrm{sim}}),1)
+      + \mathrm{CE}(R(x, \hat{x}),1) + \mathrm{CE}(R(x, x_w),2)$$
+
+    (``mode="adversarial"``: the generated pair's target is 3; ``include_same=False`` drops the
+    first term). Four separate forward passes, as in the original, so that BN sees each pair type
+    as its own batch. ``f_fake`` must already be detached."""
     b = f_real.shape[0]
 
     def ce(f_b: torch.Tensor, label: int) -> torch.Tensor:
@@ -105,6 +111,9 @@ def relation_supervisor_loss(rs: nn.Module, f_real: torch.Tensor, f_similar: tor
 
 
 def relation_generator_loss(rs: nn.Module, f_real: torch.Tensor, f_fake: torch.Tensor) -> torch.Tensor:
-    """The generator's RS term ``CE(R(real, fake), 1)`` (last stage only), in both modes."""
+    r"""The generator's RS term (paper notes §8), on the last stage's image ``\hat{x}_2``, in both
+    modes:
+
+    $$\mathcal{L}^{G}_{\mathrm{RS}} = \mathrm{CE}(R(x, \hat{x}_2),1)$$"""
     target = torch.full((f_real.shape[0],), RELATED, dtype=torch.long, device=f_real.device)
     return F.cross_entropy(rs(f_real, f_fake), target)

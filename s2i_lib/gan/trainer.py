@@ -1,15 +1,23 @@
 """Training the generator, the discriminators and the relation supervisor (docs/paper_notes.md §7 and §8).
 
-One iteration, as ``condGANTrainer.train`` in the original:
+One iteration, ``GanTrainer.train_step``, as ``condGANTrainer.train`` in the original:
 
 1. draw ``z`` and run G once: images at every stage, ``mu``, ``logvar``;
-2. update each discriminator on ``fake.detach()`` (BCE: real -> 1, wrong -> 0 conditional / 1
-   unconditional, fake -> 0);
-3. update the relation supervisor (features of real, similar, wrong and the detached fake);
+2. update each discriminator on ``fake.detach()`` (``losses.discriminator_loss``: BCE, real -> 1,
+   wrong -> 0 conditional / 1 unconditional, fake -> 0);
+3. update the relation supervisor (``relation_supervisor_loss``: features of real, similar, wrong
+   and the detached fake);
 4. update G once, scored by the *updated* discriminators and RS:
-   ``sum_i [BCE(Dc_i(fake_i, mu), 1) + BCE(Du_i(fake_i), 1)] + rs_coeff * CE(RS(real, fake), 1)
-   + kl_coeff * KL``;
+   ``sum_i generator_adversarial_loss_i + kl_coeff * KL + rs_coeff * CE(RS(real, fake), 1)``;
 5. EMA (0.999, with a warm-up for short runs) of G's parameters, kept in a separate module.
+
+The losses are plain functions beside the parts they score (``losses.py``, ``conditioning.kl_loss``,
+``relation_supervisor.py``); ``train_step`` reads as the algorithm, and the engineering sits in
+small helpers beside it: the divergence guard and optimiser step (``_step``), autocast
+(``_autocast``), the judges' frozen weights and DDP unwrapping in the G update
+(``_judges_frozen``), the RS features, cached or computed (``_rs_features``). What is not in the
+paper plugs in through ``extensions.Extensions`` (``self.extensions``), which also lists every
+other non-paper option of the GAN.
 
 Differences from the original, on purpose:
 
@@ -35,13 +43,7 @@ Differences from the original, on purpose:
   otherwise every iteration page-faults its gigabytes of activations in again.
 
 An addition, off unless ``gan.contrastive_coeff > 0`` (it needs ``gan.d_projection``): a
-contrastive term on each discriminator's projection scores (``Discriminator(..., match=True)``,
-every image of the batch with every ``mu``; ``contrastive_loss``). In step 2 each *real* image must
-score its own caption above the batch's other captions (and each caption its own image); in step 4
-each generated image must do the same under the updated discriminators. The real / wrong term
-teaches "matching?" with one mismatched pair per image, this one with the batch size minus one
-of them (XMC-GAN, Zhang et al. 2021, contrasts image and text features the same way). Under DDP
-the batch is each process's share.
+contrastive term on each discriminator's projection scores, in steps 2 and 4 (``extensions.py``).
 
 Everything random in training (data order, captions, wrong/similar images, crops, flips, ``z``
 and the CA's noise) comes from one ``torch.Generator`` in the batch sampler; its state, the epoch
@@ -57,10 +59,10 @@ import dataclasses
 import math
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -75,7 +77,9 @@ from ..progress import tqdm
 from ..rng import rng_state, set_rng_state
 from .conditioning import kl_loss
 from .discriminator import discriminators_from_config
+from .extensions import Extensions
 from .generator import Generator
+from .losses import discriminator_loss, generator_adversarial_loss
 from .relation_supervisor import (FrozenFeatureExtractor, RelationSupervisor, relation_generator_loss,
                                   relation_supervisor_loss)
 
@@ -377,20 +381,6 @@ def keep_freed_memory_in_process() -> bool:
     return _ALLOCATOR_TUNED
 
 
-def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
-    logits = logits.float()
-    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
-
-
-def contrastive_loss(scores: torch.Tensor) -> torch.Tensor:
-    """InfoNCE both ways on a (B, B) image x condition score matrix (``gan.contrastive_coeff``):
-    each image should score its own condition above the batch's other conditions, and each
-    condition its own image above the other images."""
-    target = torch.arange(scores.shape[0], device=scores.device)
-    scores = scores.float()
-    return 0.5 * (F.cross_entropy(scores, target) + F.cross_entropy(scores.T, target))
-
-
 def _unwrap(m: nn.Module) -> nn.Module:
     return m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m
 
@@ -449,6 +439,7 @@ class GanTrainer:
         self.opt_d = [torch.optim.Adam(d.parameters(), **adam) for d in self.discriminators]
         self.opt_rs = (torch.optim.Adam(self.relation.parameters(), **adam)
                        if self.relation is not None else None)
+        self.extensions = Extensions.from_config(cfg)   # the non-paper terms of the update
 
         # the modules the training step calls: DDP wrappers in a distributed run
         self._g, self._ds, self._rs = self.generator, list(self.discriminators), self.relation
@@ -523,91 +514,105 @@ class GanTrainer:
 
     # ------------------------------------------------------------------------------ one step
     def train_step(self, batch: GanBatch) -> dict[str, float]:
-        """One iteration on this rank's ``batch``; returns the losses (rank averages)."""
-        cfg = self.cfg
+        """One iteration (paper notes §7.3) on this rank's ``batch``; returns the losses (rank
+        averages). The paper's losses, plus ``self.extensions``' terms (0 unless configured)."""
+        cfg, ext = self.cfg, self.extensions
         batch = batch.to(self.device, self.memory_format)
         logs: dict[str, float] = {}
-        contrastive = cfg.contrastive_coeff > 0
 
-        # 1. G forward, once
+        # 1. G forward, once: an image per stage, the CA's mu and logvar
         with self._autocast():
             fakes, mu, logvar = self._g(batch.z, batch.embedding, batch.eps)
         mu_d = mu.detach()
 
-        # 2. discriminators, on the detached fakes
+        # 2. each discriminator: real -> 1, wrong -> 0 (conditional) / 1, detached fake -> 0
         for name, d, opt, real, wrong, fake in zip(self.stage_names, self._ds, self.opt_d,
                                                     batch.real, batch.wrong, fakes):
             with self._autocast():
-                real_c, real_u, *real_match = d(real, mu_d, match=contrastive)
-                wrong_c, wrong_u = d(wrong, mu_d)
-                fake_c, fake_u = d(fake.detach(), mu_d)
-            loss = (_bce(real_c, 1.0) + _bce(real_u, 1.0) + _bce(wrong_c, 0.0) + _bce(wrong_u, 1.0)
-                    + _bce(fake_c, 0.0) + _bce(fake_u, 0.0))
-            if contrastive:
-                loss = loss + cfg.contrastive_coeff * contrastive_loss(real_match[0])
-            logs.update(self._guard({f"D{name}": loss}))
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+                real_c, real_u, *match = d(real, mu_d, match=ext.wants_match)
+                wrong_logits, fake_logits = d(wrong, mu_d), d(fake.detach(), mu_d)
+            loss = (discriminator_loss((real_c, real_u), wrong_logits, fake_logits)
+                    + ext.discriminator_term(*match))
+            self._step(opt, f"D{name}", loss, logs)
 
-        # 3. relation supervisor. Each image goes through the frozen extractor once per iteration:
-        # real, similar and wrong in one batch without gradient (or not at all: their features
-        # come with the batch, from the cached views), the fake once with its graph, which the G
-        # update reuses. (The original ran Inception 10 times per iteration: 4 times here and, in
-        # the G update, on the fake and the real image at every stage, using only the last
-        # stage's features.)
-        f_real = f_fake = None
+        # 3. relation supervisor: (real, real) -> 0, (real, similar / detached fake) -> 1, (real, wrong) -> 2
         if self.relation is not None:
-            if batch.rs_features is not None:
-                f_real, f_similar, f_wrong = batch.rs_features.float().unbind(0)
-            else:
-                with torch.no_grad(), self._autocast():
-                    f_real, f_similar, f_wrong = self.extractor(
-                        torch.cat([batch.real[-1], batch.similar, batch.wrong[-1]])
-                    ).float().split(batch.similar.shape[0])
-            with self._autocast():  # with the graph: reused by the G update
-                f_fake = self.extractor(fakes[-1]).float()
-            if not f_fake.requires_grad:
-                raise ValueError("the feature extractor blocks gradients (torch.no_grad inside?): the "
-                                 "RS term could not train the generator")
+            f_real, f_similar, f_wrong, f_fake = self._rs_features(batch, fakes[-1])
             loss = relation_supervisor_loss(self._rs, f_real, f_similar, f_fake.detach(), f_wrong,
                                             cfg.rs_mode)
-            logs.update(self._guard({"RS": loss}))
-            loss.backward()
-            self.opt_rs.step()
-            self.opt_rs.zero_grad(set_to_none=True)
+            self._step(self.opt_rs, "RS", loss, logs)
 
-        # 4. generator, scored by the updated D and RS (raw modules, their weights frozen meanwhile)
-        judges = [_unwrap(d) for d in self._ds] + ([self.relation] if self.relation is not None else [])
-        for m in judges:
-            m.requires_grad_(False)
-        try:
+        # 4. generator, judged by the discriminators and the RS as just updated:
+        # L_G = sum_i generator_adversarial_loss_i + kl_coeff * KL + rs_coeff * RS_G
+        with self._judges_frozen() as (judges, relation):
             terms: dict[str, torch.Tensor] = {}
             with self._autocast():
                 for name, d, fake in zip(self.stage_names, judges, fakes):
-                    cond, uncond, *match = d(fake, mu, match=contrastive)
-                    terms[f"G{name}"] = _bce(cond, 1.0) + _bce(uncond, 1.0)
-                    if contrastive:
-                        terms[f"G{name}"] = terms[f"G{name}"] + cfg.contrastive_coeff * contrastive_loss(match[0])
-            adv = sum(terms.values())
+                    cond, uncond, *match = d(fake, mu, match=ext.wants_match)
+                    terms[f"G{name}"] = generator_adversarial_loss((cond, uncond)) + ext.generator_term(*match)
+            adversarial = sum(terms.values())
             kl = kl_loss(mu.float(), logvar.float())
-            total = adv + cfg.kl_coeff * kl
-            if self.relation is not None:
-                terms["G_RS"] = relation_generator_loss(self.relation, f_real, f_fake)
+            total = adversarial + cfg.kl_coeff * kl
+            if relation is not None:
+                terms["G_RS"] = relation_generator_loss(relation, f_real, f_fake)
                 total = total + cfg.rs_coeff * terms["G_RS"]
-            terms["KL"] = kl
-            terms["G"] = total
-            logs.update(self._guard(terms))
-            total.backward()
-        finally:
-            for m in judges:
-                m.requires_grad_(True)
-        self.opt_g.step()
-        self.opt_g.zero_grad(set_to_none=True)
+            self._step(self.opt_g, "G", total, logs, parts={**terms, "KL": kl})
 
         # 5. EMA in its own module
         self._update_ema()
         return logs
+
+    # --- the engineering of one step
+    def _step(self, optimizer: torch.optim.Optimizer, name: str, loss: torch.Tensor,
+              logs: dict[str, float], parts: dict[str, torch.Tensor] | None = None) -> None:
+        """One optimiser step on ``loss``: the divergence guard first (on ``loss`` and the
+        ``parts`` logged with it; the values, rank-averaged, go into ``logs``), so that a NaN never
+        reaches the weights; then backward (DDP averages the gradients), step, and the gradients
+        freed."""
+        logs.update(self._guard({**(parts or {}), name: loss}))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    @contextmanager
+    def _judges_frozen(self) -> Iterator[tuple[list[nn.Module], RelationSupervisor | None]]:
+        """The discriminators and the RS for the G update: the raw modules (not their DDP
+        wrappers, whose gradients are not synchronised here) with their weights' gradients off
+        meanwhile (the original computed and discarded them). Yields (discriminators, RS or None)."""
+        judges = [_unwrap(d) for d in self._ds]
+        frozen = judges + ([self.relation] if self.relation is not None else [])
+        for m in frozen:
+            m.requires_grad_(False)
+        try:
+            yield judges, self.relation
+        finally:
+            for m in frozen:
+                m.requires_grad_(True)
+
+    def _rs_features(self, batch: GanBatch, fake: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The RS features (fp32) of the real, similar and wrong images and of the last stage's
+        generated image ``fake``, the latter with its graph (the G update reuses it).
+
+        Each image goes through the frozen extractor once per iteration: real, similar and wrong
+        in one batch without gradient, or not at all when their features come with the batch
+        (``gan.rs_cached_views``, an extension: the SEN step's cached views); the fake once. (The
+        original ran Inception 10 times per iteration: 4 times in the RS update and, in the G
+        update, on the fake and the real image at every stage, using only the last stage's
+        features.)"""
+        if batch.rs_features is not None:
+            f_real, f_similar, f_wrong = batch.rs_features.float().unbind(0)
+        else:
+            with torch.no_grad(), self._autocast():
+                f_real, f_similar, f_wrong = self.extractor(
+                    torch.cat([batch.real[-1], batch.similar, batch.wrong[-1]])
+                ).float().split(batch.similar.shape[0])
+        with self._autocast():  # with the graph: reused by the G update
+            f_fake = self.extractor(fake).float()
+        if not f_fake.requires_grad:
+            raise ValueError("the feature extractor blocks gradients (torch.no_grad inside?): the "
+                             "RS term could not train the generator")
+        return f_real, f_similar, f_wrong, f_fake
 
     @torch.no_grad()
     def _update_ema(self) -> None:
