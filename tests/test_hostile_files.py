@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from s2i_lib import load_config
+from s2i_lib.config import Config
 from s2i_lib.__main__ import main
 from s2i_lib.artifacts import (BadFileError, atomic_path, damaged_file, file_manifest, load_array,
                                load_checkpoint, run_step, saved_state_for, step_lock, step_state)
@@ -413,6 +414,20 @@ PAPER_PER_DATASET = {
     "paper_cub": {"data.dataset": "cub", "data.image_size": 256, "gan.iterations": 600 * (8855 // 24)},
     "paper_oxford": {"data.dataset": "oxford", "data.image_size": 256, "gan.iterations": 600 * (7034 // 24)},
 }
+
+
+def test_the_config_defaults_are_the_papers_values():
+    """A profile states only where it departs from the paper (the CPU profiles, with a comment
+    for each): what it leaves out is the paper's value."""
+    flat = {}
+    for key, value in dataclasses.asdict(Config()).items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[key] = value
+    expected = {**PAPER, **PAPER_PER_DATASET["paper_cub"]}
+    wrong = {k: (flat[k], v) for k, v in expected.items() if flat[k] != v}
+    assert not wrong, f"config defaults that are not the paper's (default, paper value): {wrong}"
 
 
 @pytest.mark.parametrize("profile", sorted(PAPER_PER_DATASET))
