@@ -77,6 +77,29 @@ def test_per_part_table_gives_each_attribute_and_each_swapped_part_a_column():
     assert np.isnan(table.loc["real test images", "swap: wing_color"])
 
 
+def test_judges_table_shows_both_judges_with_their_heldout_accuracy(tmp_path):
+    """The results' "judges" as the eval step writes them: the attribute judge's held-out accuracy sits
+    under ``heldout_rendered`` (``overall``, ``per_attribute``), beside counts and timings that are not
+    accuracies."""
+    import json
+    from s2i_lib.evaluation.report import judges_table
+    judges = {"is_classifier": {"backbone": "efficientnet_lite0", "n_classes": 50, "heldout_accuracy": 0.998,
+                                "train_accuracy": 1.0, "counts": {"train_images": 500, "heldout_images": 500}},
+              "attribute_judge": {"dataset": "toybirds_plain", "image_size": 64, "n_heldout": 1000, "epochs": 10,
+                                  "train_s": 144.5, "loss_curve": [24.4, 0.2],
+                                  "heldout_rendered": {"overall": 0.97,
+                                                       "per_attribute": {"belly_color": 0.99, "crown_color": 0.91,
+                                                                         "size": 1.0},
+                                                       "counts": {"belly_color": 1000, "crown_color": 1000,
+                                                                  "size": 1000},
+                                                       "n": 3000, "n_images": 1000}}}
+    (tmp_path / "results.json").write_text(json.dumps({"results": {}, "listening": {}, "judges": judges}))
+    table = judges_table(tmp_path)["accuracy"].to_dict()
+    assert table == {"IS classifier (test classes, held-out real images)": 0.998,
+                     "attribute judge (held-out rendered images): all attributes": 0.97,
+                     "attribute judge (held-out rendered images): lowest attribute, crown_color": 0.91}
+
+
 def test_swap_voice_prefers_espeak():
     assert swap_voice(["piper:joe", "espeak:en-us"]) == "espeak:en-us"
     assert swap_voice(["piper:joe"]) == "piper:joe"
