@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from s2i_lib.data.captions import make_captions
+from s2i_lib.data import toy_birds
 from s2i_lib.data.toy_birds import class_table
 from s2i_lib.evaluation.protocol import QueryGroup, colour_swaps, map_gallery, swap_outcomes, swap_voice
 from s2i_lib.evaluation.table import results_table, to_markdown
@@ -37,7 +38,9 @@ def test_colour_swaps_change_one_mentioned_colour_to_another():
     for s in swaps:
         r = records[s["image"]]
         assert s["caption_index"] < 5 and s["caption"] == r.captions[s["caption_index"]]
-        assert s["attribute"].endswith("_color") and s["old"] == r.attributes[s["attribute"]] != s["new"]
+        # a coloured part: the four part colours and the wing bars' colour
+        assert s["attribute"] in toy_birds.COLOR_PARTS and s["old"] == r.attributes[s["attribute"]] != s["new"]
+        assert s["new"] != "none"
         assert s["swapped"] != s["caption"] and s["new"] in s["swapped"]
 
 

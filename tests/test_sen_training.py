@@ -59,7 +59,8 @@ def test_step_exports_embeddings_aligned_with_the_feature_store(run):
         assert np.load(sen_dir / "embeddings" / f"image_{split}.npy").shape[1] == cfg.sen.embed_dim
     results = json.loads((sen_dir / "results.json").read_text())
     listening = {"speech (espeak:en-029)", "speech (piper:joe)", "speech (espeak:en-us, clean)",   # smoke.yaml's
-                 "speech (espeak:en-us, noise at 10 dB SNR)", "speech (espeak:en-us, telephone band (8 kHz))"}
+                 "speech (espeak:en-us, noise at 10 dB SNR)", "speech (espeak:en-us, telephone band (8 kHz))",
+                 "speech (espeak:en-us, held-out phrasings)"}
     assert set(results) == {"speech (training voices)", "speech (held-out voices)", "text"} | listening
     seen = results["speech (training voices)"]
     assert 0 <= seen["attribute_precision@10"] <= 1 and seen["queries"] == 4 * 2
