@@ -56,3 +56,26 @@ def show_source(obj, lines: tuple[int, int] | None = None):
     repo = Path(__file__).resolve().parent.parent
     where = path.relative_to(repo).as_posix() if path.is_relative_to(repo) else path.name
     return Code(f"# {where}\n{source}", language="python")
+
+
+def held_out_voice_table(cfg: Config, what: str, path: str | Path | None = None) -> pd.DataFrame | None:
+    """``benchmarks/bench_held_out_voice.py``'s comparison for this profile (the profile's model
+    beside the same recipe trained without one voice), ``what`` = "P@10" (retrieval) or "drawn"
+    (attribute accuracy of the generated images); None (and a line saying how to make it) when the
+    benchmark has not been run for this profile. It is not part of ``make run``: it trains the
+    speech, SEN and GAN steps again (~25 min on 2 cores)."""
+    from .artifacts import read_json
+    path = Path(path or Path(__file__).resolve().parent.parent / "outputs" / "benchmarks"
+                / "bench_held_out_voice.json")
+    if not path.exists():
+        print(f"not run yet: `python benchmarks/bench_held_out_voice.py --profile {cfg.profile} --eval` "
+              f"trains this profile again without a voice (~25 min on 2 cores) and writes {path.name}")
+        return None
+    result = read_json(path)
+    if result.get("profile") != cfg.profile:
+        print(f"{path.name} is for the {result.get('profile')!r} profile, not {cfg.profile!r}")
+        return None
+    table = pd.DataFrame.from_dict(result["rows"], orient="index")
+    columns = [c for c in table.columns if c.startswith(f"{what},") or c.startswith(f"{what} gap,")]
+    print(f"{result['voice']} in training (this profile's model) and held out entirely:")
+    return table[columns].dropna(how="all").round(3)
