@@ -47,10 +47,10 @@ def main() -> None:
 
     with_voice = load_config(args.profile)
     if args.voice not in with_voice.speech.voices:
-        sys.exit(f"--voice {args.voice}: not a training voice of {args.profile} "
-                 f"(speech.voices: {', '.join(with_voice.speech.voices)})")
+        parser.error(f"--voice {args.voice}: not a training voice of {args.profile} "
+                     f"(speech.voices: {', '.join(with_voice.speech.voices)})")   # one line, exit code 2
     if args.voice not in with_voice.sen.listening_voices:
-        sys.exit(f"--voice {args.voice}: not in {args.profile}'s sen.listening_voices, so no group would measure it")
+        parser.error(f"--voice {args.voice}: not in {args.profile}'s sen.listening_voices, so no group would measure it")
     rest = [v for v in with_voice.speech.voices if v != args.voice]
     without = load_config(args.profile, {"speech.voices": rest})
 

@@ -28,6 +28,7 @@ SHAPE_WORDS = {"round": "round", "rounded": "round", "pointed": "pointed", "poin
                "long": "long", "elongated": "long"}
 PETAL_NUMBERS = {"five", "six", "eight", "twelve"}
 BLOOM_NUMBERS = {"one": "one", "single": "one", "two": "two", "three": "three"}
+OPENING_WORDS = {"so", "okay", "well", "um", "uh", "hmm", "right"}   # the first words of the fillers
 
 
 def tokens(text: str) -> list[str]:
@@ -156,7 +157,7 @@ def test_rephrase_says_the_same_attributes_in_frames_training_never_uses(dataset
         for index in range(3):
             for cap in make_captions(dataset, cls.attributes, seed=0, class_id=cls.id, index=index):
                 train_frames.add(skeleton(cap.text))
-                fillers += cap.text.split()[0] in ("so", "okay", "well", "um", "uh", "hmm", "right")
+                fillers += cap.text.split()[0] in OPENING_WORDS
                 text = rephrase(dataset, cap.mentions, seed=0, key=cap.text)
                 assert text == rephrase(dataset, cap.mentions, seed=0, key=cap.text)   # deterministic
                 check_caption(Caption(text, cap.mentions), cls.attributes, dataset)    # true, says them all
@@ -164,8 +165,7 @@ def test_rephrase_says_the_same_attributes_in_frames_training_never_uses(dataset
     assert fillers > 10                                     # training captions are said as people speak
     assert len(held_frames) >= 4
     # a held-out skeleton may meet a training one only where the aside opens both ("um ...")
-    assert not {f for f in held_frames & train_frames if f.split()[0] not in ("so", "okay", "well", "um",
-                                                                           "uh", "hmm", "right")}, \
+    assert not {f for f in held_frames & train_frames if f.split()[0] not in OPENING_WORDS}, \
         sorted(held_frames & train_frames)
     with pytest.raises(ValueError):
         rephrase("cub", {}, 0, "x")
