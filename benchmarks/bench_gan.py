@@ -150,7 +150,7 @@ def _rs_extractor(profile: str, tmp: Path):
     encoder = ImageEncoder(feat_dim, cfg.sen.embed_dim)
     torch.save({"state_dict": encoder.state_dict(), "feat_dim": feat_dim, "embed_dim": cfg.sen.embed_dim},
                tmp / "image_encoder.pt")
-    extractor = SenImageFeatures(tmp, cfg)
+    extractor = SenImageFeatures(tmp, cfg.sen)
     return extractor, (f"SenImageFeatures: {cfg.sen.backbone} at {extractor.backbone.spec.input_size} px "
                        f"+ Linear {feat_dim} -> {cfg.sen.embed_dim}")
 

@@ -13,7 +13,7 @@ Trains the ``gan`` step of a profile (with ``--set`` overrides) for ``--iteratio
 ``outputs/experiments/<name>/`` (resumed if it is there already), with an EMA snapshot every
 ``--iterations / --snapshots`` iterations, then scores every snapshot with the attribute judge of
 notebook 04 on the same seeded draw of ``--n`` training and ``--n`` test captions (training voices):
-``evaluation.report.drawn_by_snapshot``. The data, speech and sen steps are built if missing.
+``reports.evaluation.drawn_by_snapshot``. The data, speech and sen steps are built if missing.
 What it costs is in the README's cost table (``--iterations 400``: about 5 min of training in bf16;
 the default's full ``gan`` step, 1600 iterations, 18 min 47 s in ``make run``). A run extended with more ``--iterations``
 continues from its last checkpoint, and every snapshot is judged again (on the same captions).
@@ -24,7 +24,7 @@ augmentation) on the same data, speech and SEN steps (the RS's cached views too)
 same captions: the run-to-run spread of a result.
 
 ``--oracle`` conditions the generator on what each written caption mentions, as one-hot vectors
-(``evaluation.report.mention_onehots``), instead of the speech embeddings, and judges it on the
+(``reports.evaluation.mention_onehots``), instead of the speech embeddings, and judges it on the
 same: the best condition a caption can give. If the oracle draws no better, the speech embedding
 is not what limits the drawing (on the full ToyBirds scenes, now the `toybirds` profile, it drew less: 0.333 of the mentioned
 attributes on test captions after 2000 iterations, 28.7 min, against 0.415; docs/experiments.md).
@@ -71,7 +71,8 @@ def main() -> None:
     from s2i_lib.data.build import TOY_DATASETS, toy_module
     from s2i_lib.data.layout import read_dataset
     from s2i_lib.evaluation.protocol import cached_attribute_judge
-    from s2i_lib.evaluation.report import drawn_by_snapshot, fid_by_snapshot, mention_onehots
+    from s2i_lib.steps.profile import evaluation_settings
+    from s2i_lib.reports.evaluation import drawn_by_snapshot, fid_by_snapshot, mention_onehots
     from s2i_lib.steps.gan import train_gan_step
 
     every = max(1, args.iterations // args.snapshots)
@@ -84,7 +85,7 @@ def main() -> None:
                                  + [o.replace("gan.", "").replace("=", "-") for o in args.overrides])
     out = Path(args.out_dir) / name
     inputs = {step: pipeline.ensure(step, cfg, args.runs_dir) for step in ("data", "speech", "sen")}
-    cached_attribute_judge(cfg, inputs["data"], cfg.gan.stage_sizes[-1])   # the eval step's judge
+    cached_attribute_judge(evaluation_settings(cfg), inputs["data"], cfg.gan.stage_sizes[-1])   # the eval step's judge
 
     embeddings = None
     if args.oracle:  # every written caption of every training image, in dataset order

@@ -64,7 +64,7 @@ def main() -> int:
     from s2i_lib.artifacts import atomic_write_json
     from s2i_lib.data.layout import read_dataset
     from s2i_lib.demo import draw, load_recording, warm_up
-    from s2i_lib.inference import SpeechToImage
+    from s2i_lib.steps.profile import speech_to_image
 
     profile, fallback = choose_profile(args.profile, args.runs_dir)
     if fallback:
@@ -75,7 +75,7 @@ def main() -> int:
     if profile == "smoke":   # the fallback: its steps are built when missing
         pipeline.ensure("gan", cfg, args.runs_dir)
     t0 = time.perf_counter()
-    s2i = SpeechToImage.from_runs(cfg, args.runs_dir)
+    s2i = speech_to_image(cfg, args.runs_dir)
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     warm_up(s2i)

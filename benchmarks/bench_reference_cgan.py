@@ -12,13 +12,13 @@ to after StackGAN (SNGAN / BigGAN at small scale): a residual generator with
 conditional BatchNorm in every block (the condition reaches every layer), a discriminator with
 spectral norm and a projection head (Miyato & Koyama 2018), the hinge loss, Adam(2e-4, betas
 (0, 0.9)), an EMA generator. Its condition is better than any caption: one-hots of *all* of the
-image's true attributes (``evaluation.report.mention_onehots`` of the full attribute dict). It is a
+image's true attributes (``reports.evaluation.mention_onehots`` of the full attribute dict). It is a
 benchmark, not course code: a few classes in this file, written here because no installed package
 has a conditional GAN.
 
 Training runs for ``--minutes`` of wall clock (judging excluded). Every ``--judge-every`` minutes
 the live and the EMA generator draw one image for each of the 500 test captions that
-``bench_gan_quality.py`` judges (the same seeded draw, ``evaluation.report.drawn_test_captions``),
+``bench_gan_quality.py`` judges (the same seeded draw, ``reports.evaluation.drawn_test_captions``),
 conditioned on the true attributes of the caption's image, and the attribute judge of the
 evaluation scores what the caption mentions (``attribute_accuracy``). Writes
 ``outputs/benchmarks/reference_cgan_<size>px.json`` and a sample grid per judging beside it
@@ -161,7 +161,8 @@ def main() -> None:
     from s2i_lib.evaluation.attribute_judge import attribute_accuracy
     from s2i_lib.evaluation.fid import images_to_model_input
     from s2i_lib.evaluation.protocol import cached_attribute_judge
-    from s2i_lib.evaluation.report import drawn_test_captions, mention_onehots
+    from s2i_lib.steps.profile import evaluation_settings
+    from s2i_lib.reports.evaluation import drawn_test_captions, mention_onehots
     from s2i_lib.inference import to_uint8
     from s2i_lib.progress import tqdm
 
@@ -176,7 +177,7 @@ def main() -> None:
     rng = np.random.default_rng(cfg.seed)
 
     inputs = {step: pipeline.ensure(step, cfg, args.runs_dir) for step in ("data", "speech", "sen")}
-    judge = cached_attribute_judge(cfg, inputs["data"], judge_size)
+    judge = cached_attribute_judge(evaluation_settings(cfg), inputs["data"], judge_size)
     attributes = toy_module(cfg.data.dataset).ATTRIBUTES
     index = read_dataset(inputs["data"])
     train = index.split("train")

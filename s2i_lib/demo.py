@@ -40,10 +40,11 @@ from .config import STEPS, Config, SpeechConfig
 # the colour words of a caption: one reading for the demo, the evaluation and notebook 03
 from .data.captions import colour_attributes, colour_mentions, part_name, swap_colours
 from .data.layout import read_dataset
-from .inference import MAX_SEED, SpeechToImage
+from .inference import MAX_SEED
 from .speech.features import AudioError, read_audio
 from .speech.synthesis import normalise_caption
 from .speech.tts import UnknownVoiceError, WeightsNotAvailableError
+from .steps.profile import speech_to_image
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_RECORDING_SECONDS = 30.0
@@ -165,7 +166,7 @@ def draw(s2i, wave: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarr
     if not np.isfinite(np.asarray(embedding)).all():
         raise ValueError(f"the speech embedding is not finite (NaN or infinite): the speech encoder "
                          f"is damaged; rebuild it: python -m s2i_lib sen --profile "
-                         f"{s2i.cfg.profile} --force")
+                         f"{s2i.profile} --force")
     t1 = time.perf_counter()
     images = s2i.generate(embedding, n=n, seed=seed)[0]
     t2 = time.perf_counter()
@@ -213,9 +214,9 @@ class Demo:
     """The trained models of a profile, the SEN embeddings of its training images (for
     retrieval) and the voices it can speak in: the training voices, then the held-out ones."""
 
-    def __init__(self, s2i: Any, index: Any, image_embeddings: np.ndarray):
+    def __init__(self, cfg: Config, s2i: Any, index: Any, image_embeddings: np.ndarray):
         self.s2i = s2i
-        self.cfg: Config = s2i.cfg
+        self.cfg = cfg
         self.index = index
         self.train_records = index.split("train")
         if len(image_embeddings) != len(self.train_records):
@@ -232,14 +233,14 @@ class Demo:
         progress bars), else a missing step is a FileNotFoundError."""
         if build:
             pipeline.ensure("gan", cfg, runs_dir)
-        s2i = SpeechToImage.from_runs(cfg, runs_dir)
+        s2i = speech_to_image(cfg, runs_dir)
         warm_up(s2i)
         index = read_dataset(pipeline.step_dir("data", cfg, runs_dir))
         path = pipeline.step_dir("sen", cfg, runs_dir) / "embeddings" / "image_train.npy"
         if not path.exists():
             raise FileNotFoundError(f"{path} is missing: rebuild the sen step "
                                     f"(python -m s2i_lib sen --profile {cfg.profile} --force)")
-        return cls(s2i, index, load_array(path))
+        return cls(cfg, s2i, index, load_array(path))
 
     @property
     def dataset(self) -> str:
@@ -529,7 +530,7 @@ def run_generate(cfg: Config, out: Path, wav: Path | None = None, text: str | No
             text = normalise_caption(text, speech.max_caption_chars)
         check_trained_config(cfg, runs_dir)
         t0 = time.perf_counter()
-        s2i = SpeechToImage.from_runs(cfg, runs_dir)
+        s2i = speech_to_image(cfg, runs_dir)
         warm_up(s2i)
         load_s = time.perf_counter() - t0
         if wav is None:

@@ -3,7 +3,7 @@
 The one path from a caption to a picture, shared by the evaluation (colour swaps, held-out voices),
 the demo notebook and ``python -m s2i_lib generate``::
 
-    s2i = SpeechToImage.from_runs(cfg)                 # the sen + gan steps of a profile, once built
+    s2i = steps.profile.speech_to_image(cfg)            # the sen + gan steps of a profile, once built
     wave = s2i.speak("a small bird with a red crown", voice="espeak:en-us")
     emb = s2i.embed([s2i.features(wave)])              # (1, D), unit norm
     images = s2i.generate(emb, n=4, seed=0)            # (1, 4, 3, S, S) uint8, the last stage
@@ -20,14 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .artifacts import BadFileError, load_checkpoint, require_finite, step_dir
-from .config import Config, SenConfig
-from .device import precision, select_device
+from .artifacts import BadFileError, load_checkpoint, require_finite
+from .device import precision
 from .gan.trainer import GENERATOR_FILE, load_generator
 from .progress import tqdm
 from .sen.speech_encoder import MIN_FRAMES, SpeechEncoder
 from .speech.features import log_mel
 from .speech.tts import load_synthesizer, sample_params
+from .step_configs import SenConfig, SpeechConfig
 
 
 def load_speech_encoder(sen_dir: str | Path, device: torch.device | str = "cpu") -> SpeechEncoder:
@@ -72,20 +72,22 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
 class SpeechToImage:
     speech_encoder: SpeechEncoder
     generator: torch.nn.Module
-    cfg: Config
+    speech: SpeechConfig          # the speech step's settings: sample rate and features
     device: torch.device
+    profile: str = "PROFILE"      # named in the messages that say how to rebuild a step
 
     @classmethod
-    def from_dirs(cls, cfg: Config, sen_dir: str | Path, gan_dir: str | Path,
-                  device: torch.device | str = "cpu") -> "SpeechToImage":
-        """The models of a ``sen`` and a ``gan`` step folder. A missing file is a FileNotFoundError,
-        a damaged one a BadFileError; both say which command rebuilds it."""
+    def from_dirs(cls, sen_dir: str | Path, gan_dir: str | Path, speech: SpeechConfig,
+                  device: torch.device | str = "cpu", profile: str = "PROFILE") -> "SpeechToImage":
+        """The models of a ``sen`` and a ``gan`` step folder, hearing speech as the ``speech``
+        step's settings say. A missing file is a FileNotFoundError, a damaged one a BadFileError;
+        both say which command (for ``profile``) rebuilds it."""
         gen_path = Path(gan_dir) / GENERATOR_FILE
         if not gen_path.exists():
             raise FileNotFoundError(f"{gen_path} is missing: build the gan step first "
-                                    f"(python -m s2i_lib gan --profile {cfg.profile})")
+                                    f"(python -m s2i_lib gan --profile {profile})")
         device = torch.device(device)
-        p = cfg.profile
+        p = profile
         try:
             encoder = load_speech_encoder(sen_dir, device)
         except BadFileError as e:   # the gan step depends on the sen step: it is rebuilt after it
@@ -95,21 +97,13 @@ class SpeechToImage:
             generator = load_generator(gen_path, device)
         except BadFileError as e:
             raise BadFileError(f"{e}; rebuild it: python -m s2i_lib gan --profile {p} --force") from None
-        return cls(encoder, generator, cfg, device)
-
-    @classmethod
-    def from_runs(cls, cfg: Config, runs_dir: str | Path | None = None,
-                  device: torch.device | str | None = None) -> "SpeechToImage":
-        """The trained models in ``cfg``'s run folders; a missing step is a FileNotFoundError (to
-        build the missing or stale steps first: ``pipeline.ensure("gan", cfg, runs_dir)``)."""
-        return cls.from_dirs(cfg, step_dir("sen", cfg, runs_dir), step_dir("gan", cfg, runs_dir),
-                             device or select_device(cfg.device, cfg.precision))
+        return cls(encoder, generator, speech, device, profile)
 
     # --- speech in
     def speak(self, text: str, voice: str, seed: int = 0) -> np.ndarray:
         """``text`` spoken by ``voice`` ("backend:name") at the speech step's sample rate, with the
         speech step's per-utterance randomness (rate, pitch) drawn from ``seed`` and the text."""
-        synth = _synthesizer(voice, self.cfg.speech.sample_rate)
+        synth = _synthesizer(voice, self.speech.sample_rate)
         params = sample_params(voice, seed, f"demo-{zlib.crc32(text.encode())}")
         return synth.synthesize(text, params)
 
@@ -117,13 +111,13 @@ class SpeechToImage:
         """``text`` spoken by ``voice`` at the rate and pitch that ``speak(reference, voice, seed)``
         uses: two captions that differ in one word are then said the same way, so that only the
         word differs (the colour experiment)."""
-        synth = _synthesizer(voice, self.cfg.speech.sample_rate)
+        synth = _synthesizer(voice, self.speech.sample_rate)
         params = sample_params(voice, seed, f"demo-{zlib.crc32(reference.encode())}")
         return synth.synthesize(text, params)
 
     def features(self, wave: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Log-mel features (T, n_mels) of a waveform at the speech step's sample rate."""
-        s = self.cfg.speech
+        s = self.speech
         return log_mel(wave, s.sample_rate, s.n_mels, s.win_ms, s.hop_ms)
 
     @torch.no_grad()

@@ -67,7 +67,7 @@ def test_a_swap_succeeds_when_the_part_takes_the_new_colour_and_the_rest_reads_a
 
 
 def test_per_part_table_gives_each_attribute_and_each_swapped_part_a_column():
-    from s2i_lib.evaluation.report import per_part_table
+    from s2i_lib.reports.evaluation import per_part_table
     results = {"real test images": {"attribute accuracy per attribute": {"size": 1.0, "wing_color": 0.9}},
                "real training images (FID floor)": {"fid": 14.0},
                "model, voices": {"attribute accuracy per attribute": {"size": 0.5, "wing_color": 0.25},
@@ -85,7 +85,7 @@ def test_judges_table_shows_both_judges_with_their_heldout_accuracy(tmp_path):
     under ``heldout_rendered`` (``overall``, ``per_attribute``), beside counts and timings that are not
     accuracies."""
     import json
-    from s2i_lib.evaluation.report import judges_table
+    from s2i_lib.reports.evaluation import judges_table
     judges = {"is_classifier": {"backbone": "efficientnet_lite0", "n_classes": 50, "heldout_accuracy": 0.998,
                                 "train_accuracy": 1.0, "counts": {"train_images": 500, "heldout_images": 500}},
               "attribute_judge": {"dataset": "toybirds_plain", "image_size": 64, "n_heldout": 1000, "epochs": 10,
@@ -132,7 +132,7 @@ def test_map_gallery_takes_each_caption_of_the_query_images_once():
 
 def test_mention_onehots_mark_each_mentioned_value_in_its_attribute_block():
     from s2i_lib.data.toy_birds import ATTRIBUTES
-    from s2i_lib.evaluation.report import mention_onehots
+    from s2i_lib.reports.evaluation import mention_onehots
 
     x = mention_onehots([{"belly_color": "yellow", "size": "small"}, {}, {"wing_color": "brown"}], ATTRIBUTES)
     assert x.shape == (3, sum(len(v) for v in ATTRIBUTES.values())) == (3, 52)
@@ -171,7 +171,7 @@ def _judged_test_captions(cfg, dirs, n):
 def test_drawn_by_snapshot_judges_every_snapshot_on_both_splits(smoke_gan, one_thread, tmp_path):
     from s2i_lib import pipeline
     from s2i_lib.evaluation.attribute_judge import attribute_accuracy
-    from s2i_lib.evaluation.report import drawn_by_snapshot
+    from s2i_lib.reports.evaluation import drawn_by_snapshot
     from s2i_lib.gan import load_generator
     from s2i_lib.inference import SpeechToImage, load_speech_encoder
 
@@ -186,7 +186,7 @@ def test_drawn_by_snapshot_judges_every_snapshot_on_both_splits(smoke_gan, one_t
     # the last snapshot's test row, computed by hand: only the first 6 of the seeded draw's captions
     # are judged, each on the image of that snapshot's generator
     index, records, group, pick = _judged_test_captions(cfg, dirs, 6)
-    s2i = SpeechToImage(load_speech_encoder(dirs["sen"]), load_generator(snapshots[-1]), cfg, "cpu")
+    s2i = SpeechToImage(load_speech_encoder(dirs["sen"]), load_generator(snapshots[-1]), cfg.speech, "cpu")
     images = s2i.generate_each(group.embeddings[pick], seed=cfg.seed)
     mentions = group.mentions(records)
     expected = attribute_accuracy(judge.predict(images), [mentions[i] for i in pick])["overall"]
@@ -196,12 +196,12 @@ def test_drawn_by_snapshot_judges_every_snapshot_on_both_splits(smoke_gan, one_t
 
     # the oracle: a generator trained on the captions' one-hots is judged on the same
     from s2i_lib.data.toy_birds import ATTRIBUTES
-    from s2i_lib.evaluation.report import mention_onehots
+    from s2i_lib.reports.evaluation import mention_onehots
     from s2i_lib.steps.gan import train_gan_step
     onehots = np.stack([mention_onehots(list(r.mentions), ATTRIBUTES) for r in index.split("train")])
     train_gan_step(cfg, tmp_path / "oracle", {s: dirs[s] for s in ("data", "speech", "sen")}, embeddings=onehots)
     last = sorted((tmp_path / "oracle").glob("checkpoints/generator_ema_*.pt"))[-1]
-    oracle = SpeechToImage(load_speech_encoder(dirs["sen"]), load_generator(last), cfg, "cpu")
+    oracle = SpeechToImage(load_speech_encoder(dirs["sen"]), load_generator(last), cfg.speech, "cpu")
     images = oracle.generate_each(mention_onehots([mentions[i] for i in pick], ATTRIBUTES), seed=cfg.seed)
     expected = attribute_accuracy(judge.predict(images), [mentions[i] for i in pick])["overall"]
     table = drawn_by_snapshot(cfg, tmp_path / "oracle", runs, n=6, oracle=True)
@@ -211,7 +211,7 @@ def test_drawn_by_snapshot_judges_every_snapshot_on_both_splits(smoke_gan, one_t
 
 
 def test_resolution_ladder_and_other_species():
-    from s2i_lib.evaluation.report import other_species, resolution_ladder
+    from s2i_lib.reports.evaluation import other_species, resolution_ladder
     assert resolution_ladder(64) == [64, 32, 24, 16, 12, 8]
     assert resolution_ladder(16) == [16, 8, 6, 4, 3, 2]
     classes = np.array([0, 0, 1, 1, 2, 2, 2])
@@ -227,7 +227,7 @@ def test_attribute_accuracy_references_judge_the_captions_own_and_other_images(s
     from s2i_lib import pipeline
     from s2i_lib.data.torch_datasets import image_cache
     from s2i_lib.evaluation.attribute_judge import attribute_accuracy, through_resolution
-    from s2i_lib.evaluation.report import (attribute_accuracy_references, drawn_test_captions, other_species,
+    from s2i_lib.reports.evaluation import (attribute_accuracy_references, drawn_test_captions, other_species,
                                            plot_references, resolution_ladder)
 
     cfg, runs = smoke_gan.cfg, smoke_gan.runs_dir
@@ -396,6 +396,7 @@ def test_the_data_step_builds_the_instruments_and_the_eval_step_only_loads_them(
     from s2i_lib import pipeline
     from s2i_lib.artifacts import read_json
     from s2i_lib.evaluation import attribute_judge, fid, protocol
+    from s2i_lib.steps.profile import evaluation_settings
     inception_score = importlib.import_module("s2i_lib.evaluation.inception_score")  # the package re-exports
                                                                                       # a function of that name
     cfg, size = smoke_gan.cfg, smoke_gan.cfg.gan.stage_sizes[-1]
@@ -413,10 +414,10 @@ def test_the_data_step_builds_the_instruments_and_the_eval_step_only_loads_them(
     monkeypatch.setattr(fid, "inception_features", _not_again("the real test images' Inception features"))
     monkeypatch.setattr(inception_score, "cache_backbone_features", _not_again("the IS classifier"))
     monkeypatch.setattr(attribute_judge, "render_attribute_set", _not_again("the attribute judge"))
-    built = protocol.instruments(cfg, data_dir, size)
+    built = protocol.instruments(evaluation_settings(cfg), data_dir, size)
     assert built.real.shape[1:] == (size, size, 3) and len(built.real_features) == len(built.real)
     assert built.attribute_judge is not None
     assert round(built.is_classifier.report["heldout_accuracy"], 4) == figures["is_classifier_heldout_accuracy"]
     # another size (a GAN whose last stage is not the data's) builds its own, in the eval step
     with pytest.raises(AssertionError, match="computed again"):
-        protocol.instruments(cfg, data_dir, size // 2)
+        protocol.instruments(evaluation_settings(cfg), data_dir, size // 2)

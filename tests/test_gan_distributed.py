@@ -15,7 +15,7 @@ def test_two_process_torchrun_training(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-           "-m", "s2i_lib.gan.distributed", "--profile", "smoke", "--out", str(out),
+           "-m", "s2i_lib.torchrun_gan", "--profile", "smoke", "--out", str(out),
            "--synthetic", "16", "--embed-dim", "24", "--iterations", "4", "--digest",
            "--set", "device=cpu", "--set", "gan.batch_size=8", "--set", "gan.checkpoint_every=100",
            "--set", "gan.sample_every=100"]

@@ -15,7 +15,8 @@ matplotlib.use("Agg")
 from s2i_lib.config import GanConfig, load_config
 from s2i_lib.data.captions import make_captions
 from s2i_lib.data.layout import ImageRecord
-from s2i_lib.gan import ConditioningAugmentation, Generator, count_parameters, report
+from s2i_lib.gan import ConditioningAugmentation, Generator, count_parameters
+from s2i_lib.reports import gan as report
 from s2i_lib import inference
 from s2i_lib.inference import SpeechToImage
 from s2i_lib.sen.speech_encoder import SpeechEncoder
@@ -209,7 +210,7 @@ def tiny_s2i():
     cfg = SMOKE
     encoder = SpeechEncoder.from_config(cfg.sen, cfg.speech.n_mels).eval()
     generator = Generator.from_config(cfg.gan, cfg.sen.embed_dim).eval()
-    return SpeechToImage(encoder, generator, cfg, torch.device("cpu"))
+    return SpeechToImage(encoder, generator, cfg.speech, torch.device("cpu"))
 
 
 @pytest.fixture()

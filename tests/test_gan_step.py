@@ -45,7 +45,7 @@ def test_group_by_image_names_the_problem():
 def test_cached_views_give_what_the_extractor_gives_on_those_views(smoke_gan, one_thread):
     cfg, runs = smoke_gan.cfg, smoke_gan.runs_dir
     index = read_dataset(ensure("data", cfg, runs))
-    extractor = SenImageFeatures(ensure("sen", cfg, runs), cfg).eval()
+    extractor = SenImageFeatures(ensure("sen", cfg, runs), cfg.sen).eval()
     table = cached_view_features(cfg, index, extractor)
     n, views = len(index.split("train")), cfg.sen.feature_views
     assert table.shape == (n, views, extractor.projection.out_features) and views >= 2

@@ -142,12 +142,12 @@ def test_trained_model_files_refuse_a_payload(tmp_path, smoke_gan):
         plant_checkpoint(sen_dir / name, marker)
     gen = plant_checkpoint(tmp_path / "gan" / "generator.pt", marker)
     assert_refused(lambda: load_speech_encoder(sen_dir), sen_dir / "speech_encoder.pt", marker)
-    assert_refused(lambda: SenImageFeatures(sen_dir, smoke_gan.cfg), sen_dir / "image_encoder.pt", marker)
+    assert_refused(lambda: SenImageFeatures(sen_dir, smoke_gan.cfg.sen), sen_dir / "image_encoder.pt", marker)
     assert_refused(lambda: load_generator(gen), gen, marker)
 
 
 def test_colour_swap_and_generated_arrays_refuse_a_payload(tmp_path):
-    from s2i_lib.evaluation.report import load_generated, plot_colour_swaps
+    from s2i_lib.reports.evaluation import load_generated, plot_colour_swaps
     marker = tmp_path / "ran"
     swaps = plant_array(tmp_path / "colour_swap_training_voices.npz", marker, "swaps")
     assert_refused(lambda: plot_colour_swaps(tmp_path), swaps, marker)
@@ -157,7 +157,7 @@ def test_colour_swap_and_generated_arrays_refuse_a_payload(tmp_path):
 
 def test_colour_swap_records_round_trip_as_json(tmp_path):
     """What the eval step writes, the notebook's plot reads (without unpickling)."""
-    from s2i_lib.evaluation.report import plot_colour_swaps
+    from s2i_lib.reports.evaluation import plot_colour_swaps
     from s2i_lib.evaluation.protocol import _save
     swaps = [{"caption": "a bird with a red belly", "old": "red", "new": "blue", "attribute": "belly_color",
               "mentions": {"belly_color": "red"}, "swapped": "a bird with a blue belly"}]
@@ -166,6 +166,25 @@ def test_colour_swap_records_round_trip_as_json(tmp_path):
           original=images, swapped=images, success=np.array([True]))
     fig = plot_colour_swaps(tmp_path, n=1)
     assert fig.axes[1].get_title() == "red -> blue (belly)"
+
+
+def test_colour_swap_plot_shows_successes_and_failures(tmp_path):
+    """Whatever the success rate, the figure shows both kinds (here 2 successes among 10 swaps)."""
+    from matplotlib.colors import to_hex
+    from s2i_lib.reports.evaluation import plot_colour_swaps
+    from s2i_lib.evaluation.protocol import _save
+    colours = ["red", "blue", "green", "yellow", "white", "black", "brown", "grey", "orange", "pink"]
+    swaps = [{"caption": f"a bird with a {c} belly", "old": c, "new": "blue", "attribute": "belly_color",
+              "mentions": {"belly_color": c}, "swapped": "a bird with a blue belly"} for c in colours]
+    images = np.zeros((10, 8, 8, 3), np.uint8)
+    success = np.zeros(10, bool)
+    success[[7, 9]] = True
+    _save(tmp_path / "colour_swap_training_voices.npz", swaps_json=np.array(json.dumps(swaps)),
+          original=images, swapped=images, success=success)
+    fig = plot_colour_swaps(tmp_path, n=6)
+    bottom = fig.axes[6:]                      # 2 rows of 6, filled row by row
+    assert [ax.get_title().split(" ->")[0] for ax in bottom] == ["grey", "pink", "red", "blue", "green", "yellow"]
+    assert [to_hex(ax.title.get_color()) for ax in bottom] == [to_hex("green")] * 2 + [to_hex("red")] * 4
 
 
 # ------------------------------------------------------------- resuming from a planted checkpoint

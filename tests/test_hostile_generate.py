@@ -182,8 +182,8 @@ def test_draw_refuses_non_finite_features(smoke_gan, one_thread):
     """The check behind the audio reader's: whatever wave reaches the models, NaN never becomes a
     black image."""
     from s2i_lib.demo import draw
-    from s2i_lib.inference import SpeechToImage
-    s2i = SpeechToImage.from_runs(smoke_gan.cfg, smoke_gan.runs_dir)
+    from s2i_lib.steps.profile import speech_to_image
+    s2i = speech_to_image(smoke_gan.cfg, smoke_gan.runs_dir)
     with pytest.raises(ValueError, match="not finite"):
         draw(s2i, (tone() / 0.3 * 3e38).astype(np.float32), 1, 0)
 

@@ -103,8 +103,8 @@ def test_bad_listening_config_names_the_key(key, value, match):
 def test_sen_and_eval_report_every_listening_group(smoke_gan, one_thread):
     from s2i_lib import pipeline
     from s2i_lib.artifacts import read_json
-    from s2i_lib.evaluation import report as eval_report
-    from s2i_lib.sen import report as sen_report
+    from s2i_lib.reports import evaluation as eval_report
+    from s2i_lib.reports import sen as sen_report
     cfg, runs = smoke_gan.cfg, smoke_gan.runs_dir
     groups = [g.name for g in listening_groups(cfg.speech, cfg.sen)]
     assert len(groups) >= 3

@@ -3,7 +3,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from s2i_lib.sen.report import attribute_probe, mention_probe
+from s2i_lib.reports.sen import attribute_probe, mention_probe
 
 
 def _records(colours, sizes):

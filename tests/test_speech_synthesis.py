@@ -340,7 +340,7 @@ def test_smoke_step_through_ensure(tmp_path, monkeypatch):
     # the notebook's helpers
     import matplotlib
     matplotlib.use("Agg")
-    from s2i_lib.speech import report
+    from s2i_lib.reports import speech as report
     table = report.voice_table(folder)
     assert table["utterances"].sum() == f["utterances"]
     assert set(table.loc[table["heldout"], "voice"]) == set(cfg.speech.heldout_voices)

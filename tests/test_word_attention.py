@@ -101,7 +101,7 @@ def test_listen_gives_shares_that_add_up(tmp_path):
     enc = SpeechEncoder.from_config(cfg.sen, cfg.speech.n_mels)
     captions = [c.text for cls in toy_birds.class_table()[:3]
                 for c in make_captions("toybirds", cls.attributes, 0, cls.id, 0, n=2)]
-    rows = wa.listen(enc, cfg, captions)
+    rows = wa.listen(enc, cfg.speech, cfg.data.dataset, captions)
     assert rows["caption"].nunique() == len(captions)
     per_utt = rows.groupby("caption")[["attention_share", "peak_share", "duration_share"]].sum()
     np.testing.assert_allclose(per_utt["attention_share"], 1, atol=1e-5)
@@ -114,4 +114,4 @@ def test_listen_gives_shares_that_add_up(tmp_path):
     kinds = table.loc[[k for k in wa.ATTRIBUTE_KINDS if k in table.index]]
     assert figure["attention_share"] == pytest.approx(kinds["share of attention"].sum())
     with pytest.raises(ValueError, match="eSpeak"):
-        wa.listen_one(enc, cfg, "a red bird", voice="piper:joe")
+        wa.listen_one(enc, cfg.speech, "a red bird", voice="piper:joe")

@@ -21,6 +21,9 @@ The real test images get the same measurements where they apply (IS, R-precision
 accuracy): the ceiling each number can reach here. The dataset's instruments (``instruments``) are
 built by the data step and only loaded here; the ablations (``steps/ablations.py``) are measured
 with the same ``evaluate_model``.
+
+What the protocol reads of a profile is a ``ProtocolSettings``, which the steps fill from the
+profile's ``Config`` (``steps/profile.py``).
 """
 from __future__ import annotations
 
@@ -33,7 +36,6 @@ import numpy as np
 import torch
 
 from ..artifacts import atomic_path, load_array, read_json
-from ..config import Config
 from ..data.build import TOY_DATASETS, toy_module
 from ..data.captions import swap_colour
 from ..data.layout import ImageRecord, read_dataset
@@ -42,12 +44,26 @@ from ..inference import SpeechToImage
 from ..progress import tqdm
 from ..sen.image_encoder import SenImageFeatures
 from ..speech.features import FeatureStore
+from ..step_configs import EvalConfig, SenConfig
 from . import attribute_judge, fid
 from .inception_score import inception_score, train_is_classifier
 from .r_precision import r_precision
 from .retrieval_map import paper_queries, retrieval_map
 
 GROUPS = ("training voices", "held-out voices")
+
+
+@dataclass(frozen=True)
+class ProtocolSettings:
+    """What the evaluation reads of a profile (``steps/profile.py`` fills it from the ``Config``)."""
+    seed: int                       # noise, query picks, bootstrap splits
+    dataset: str                    # ``data.dataset``: the attribute judge and the colour words are a toy dataset's
+    image_size: int                 # the generated images' size (the GAN's last stage): the instruments'
+    eval: EvalConfig
+    sen: SenConfig                  # its image encoder scores R-precision
+    captions_per_image: int
+    training_voices: tuple[str, ...]   # the colour swaps are spoken by one of each group's voices
+    heldout_voices: tuple[str, ...]
 
 
 @dataclass
@@ -112,11 +128,11 @@ def listening_queries(sen_dir: Path) -> dict[str, QueryGroup]:
 
 
 def listening_accuracy(s2i: SpeechToImage, groups: dict[str, QueryGroup], judges: "Judges",
-                       test: list[ImageRecord], cfg: Config) -> dict:
-    """Attribute accuracy of the images generated from each listening group's captions."""
+                       test: list[ImageRecord], seed: int) -> dict:
+    """Attribute accuracy of the images generated from each listening group's captions (noise from ``seed``)."""
     results = {}
     for name, queries in groups.items():
-        images = s2i.generate_each(queries.embeddings, seed=cfg.seed, progress=f"S2IGAN: generating ({name})")
+        images = s2i.generate_each(queries.embeddings, seed=seed, progress=f"S2IGAN: generating ({name})")
         acc = attribute_judge.attribute_accuracy(judges.attribute_judge.predict(images), queries.mentions(test))
         results[name] = {"attribute accuracy": acc["overall"], "attribute accuracy per attribute": acc["per_attribute"],
                          "queries": int(len(images))}
@@ -135,12 +151,13 @@ def attribute_judge_path(cache_dir: str | Path, size: int, seed: int) -> Path:
     return Path(cache_dir) / f"attribute_judge_{size}_seed{seed}.pt"
 
 
-def cached_attribute_judge(cfg: Config, data_dir: str | Path, size: int):
-    """The evaluation's attribute judge (``cfg.eval.judge_images`` renders, ``judge_epochs``),
+def cached_attribute_judge(settings: ProtocolSettings, data_dir: str | Path, size: int):
+    """The evaluation's attribute judge (``eval.judge_images`` renders, ``judge_epochs``),
     trained once and cached beside the dataset: it depends only on the renderer."""
-    return attribute_judge.train_attribute_judge(cfg.data.dataset, size, cfg.seed,
-                                 attribute_judge_path(Path(data_dir) / "cache", size, cfg.seed),
-                                 n_images=cfg.eval.judge_images, epochs=cfg.eval.judge_epochs)
+    s = settings
+    return attribute_judge.train_attribute_judge(s.dataset, size, s.seed,
+                                 attribute_judge_path(Path(data_dir) / "cache", size, s.seed),
+                                 n_images=s.eval.judge_images, epochs=s.eval.judge_epochs)
 
 
 @dataclass
@@ -161,7 +178,7 @@ class Instruments:
                 "attribute_judge": self.attribute_judge.report if self.attribute_judge else None}
 
 
-def instruments(cfg: Config, data_dir: str | Path, size: int) -> Instruments:
+def instruments(settings: ProtocolSettings, data_dir: str | Path, size: int) -> Instruments:
     """The dataset's instruments at ``size`` px, each computed or trained once and cached in the
     dataset's ``cache/`` (keyed by what it was built from), so that every evaluation, ablation and
     benchmark of the dataset shares them. The data step builds them (``data_step``); the eval
@@ -170,27 +187,28 @@ def instruments(cfg: Config, data_dir: str | Path, size: int) -> Instruments:
     index = read_dataset(data_dir)
     real = image_cache(index, "test", size)
     classes = np.array([r.class_id for r in index.split("test")])
-    is_classifier = train_is_classifier(real, classes, cfg.seed, cache / f"is_classifier_{size}_seed{cfg.seed}.pt",
-                                        cache / f"is_features_{size}_seed{cfg.seed}.npy")
+    seed = settings.seed
+    is_classifier = train_is_classifier(real, classes, seed, cache / f"is_classifier_{size}_seed{seed}.pt",
+                                        cache / f"is_features_{size}_seed{seed}.npy")
     real_features = fid.cached_features(real, test_features_path(cache, size), progress=True)
-    judge = cached_attribute_judge(cfg, data_dir, size) if cfg.data.dataset in TOY_DATASETS else None
-    return Instruments(real, real_features, is_classifier, judge, fid_floor(cfg, index, real_features, size))
+    judge = cached_attribute_judge(settings, data_dir, size) if settings.dataset in TOY_DATASETS else None
+    return Instruments(real, real_features, is_classifier, judge, fid_floor(seed, index, real_features, size))
 
 
-def fid_floor(cfg: Config, index, real_features: np.ndarray, size: int) -> dict | None:
+def fid_floor(seed: int, index, real_features: np.ndarray, size: int) -> dict | None:
     """FID and KID of real training images against the real test images, as many of each (drawn
-    with ``cfg.seed``): how far two sets of *real* images of different species are. A generator
+    with ``seed``): how far two sets of *real* images of different species are. A generator
     of the test species is measured against the same test images, so this is its floor."""
     train = index.split("train")
     n = min(len(train), len(real_features))
     if n < 2:
         return None
-    pick = np.sort(np.random.default_rng(np.random.SeedSequence([int(cfg.seed), 0xF1D])).choice(
+    pick = np.sort(np.random.default_rng(np.random.SeedSequence([int(seed), 0xF1D])).choice(
         len(train), n, replace=False))
     images = np.asarray(image_cache(index, "train", size))[pick]
     feats = fid.cached_features(images, Path(index.root) / "cache" /
-                                f"inception_train_{size}_{n}_seed{cfg.seed}.npy", progress=True)
-    return fid.fid_and_kid(real_features, feats, seed=cfg.seed)
+                                f"inception_train_{size}_{n}_seed{seed}.npy", progress=True)
+    return fid.fid_and_kid(real_features, feats, seed=seed)
 
 
 class Judges:
@@ -198,15 +216,16 @@ class Judges:
     features for FID and mAP, the IS classifier, the attribute judge) and the SEN image encoder
     (R-precision), which is the model's."""
 
-    def __init__(self, cfg: Config, inputs: dict[str, Path], test: list[ImageRecord], device: torch.device):
-        self.cfg, self.device = cfg, device
-        self.instruments = instruments(cfg, inputs["data"], cfg.gan.stage_sizes[-1])
+    def __init__(self, settings: ProtocolSettings, inputs: dict[str, Path], test: list[ImageRecord],
+                 device: torch.device):
+        self.settings, self.device = settings, device
+        self.instruments = instruments(settings, inputs["data"], settings.image_size)
         self.real = self.instruments.real
         self.real_features = self.instruments.real_features
         self.is_classifier = self.instruments.is_classifier
         self.attribute_judge = self.instruments.attribute_judge
         self.classes = np.array([r.class_id for r in test])
-        self.sen_images = SenImageFeatures(inputs["sen"], cfg).to(device).eval()
+        self.sen_images = SenImageFeatures(inputs["sen"], settings.sen).to(device).eval()
 
     @torch.no_grad()
     def sen_embeddings(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -228,7 +247,7 @@ def map_gallery(image_pos: np.ndarray, caption_index: np.ndarray, query_images: 
 
 
 def image_metrics(judges: Judges, images: np.ndarray, queries: QueryGroup, one: np.ndarray,
-                  records: list[ImageRecord], cfg: Config, real: bool = False) -> dict:
+                  records: list[ImageRecord], settings: ProtocolSettings, real: bool = False) -> dict:
     """Every metric of one set of images: ``images[q]`` goes with query q; ``one`` picks one query
     per test image. With ``real``, ``images`` are the real images (no FID/mAP against themselves)."""
     subset = images[one]
@@ -241,15 +260,15 @@ def image_metrics(judges: Judges, images: np.ndarray, queries: QueryGroup, one: 
         rows = np.union1d(one, gallery)
         feats = fid.inception_features(images[rows], progress=True)
         at = {q: i for i, q in enumerate(rows.tolist())}
-        out.update(fid.fid_and_kid(judges.real_features, feats[[at[q] for q in one]], seed=cfg.seed))
+        out.update(fid.fid_and_kid(judges.real_features, feats[[at[q] for q in one]], seed=settings.seed))
         out["mAP"] = retrieval_map(judges.real_features, judges.classes,
                                                  feats[[at[q] for q in gallery]], queries.image_pos[gallery])["map"]
-    score = inception_score(judges.is_classifier.logits(subset), splits=cfg.eval.is_splits,
-                                            seed=cfg.seed)
+    score = inception_score(judges.is_classifier.logits(subset), splits=settings.eval.is_splits,
+                                            seed=settings.seed)
     out.update(inception_score=score["is_mean"], inception_score_std=score["is_std"])
     out["R-precision"] = r_precision(
         judges.sen_embeddings(subset), queries.embeddings[one], judges.classes[queries.image_pos[one]],
-        seed=cfg.seed, pool_emb=queries.embeddings, pool_class=judges.classes[queries.image_pos])["r_precision"]
+        seed=settings.seed, pool_emb=queries.embeddings, pool_class=judges.classes[queries.image_pos])["r_precision"]
     if judges.attribute_judge is not None:
         acc = attribute_judge.attribute_accuracy(judges.attribute_judge.predict(images), queries.mentions(records))
         out["attribute accuracy"] = acc["overall"]
@@ -340,21 +359,21 @@ def _slug(name: str) -> str:
 
 
 def evaluate_model(s2i: SpeechToImage, groups: dict[str, QueryGroup], judges: Judges, test: list[ImageRecord],
-                   cfg: Config, out_dir: Path, label: str) -> dict:
+                   settings: ProtocolSettings, out_dir: Path, label: str) -> dict:
     """Generate every test utterance's image with ``s2i`` and measure it, per group; the images of
     one caption per test image and the colour-swap pairs are kept in ``out_dir`` for the notebook."""
-    results = {}
-    swap_colours = judges.attribute_judge is not None and cfg.eval.colour_swaps > 0
+    results, s = {}, settings
+    swap_colours = judges.attribute_judge is not None and s.eval.colour_swaps > 0
     if swap_colours:   # the same captions for every group
-        swaps = colour_swaps(test, cfg.speech.captions_per_image, cfg.data.dataset, cfg.eval.colour_swaps, cfg.seed)
+        swaps = colour_swaps(test, s.captions_per_image, s.dataset, s.eval.colour_swaps, s.seed)
     for name, queries in groups.items():
         t0 = time.perf_counter()
-        images = s2i.generate_each(queries.embeddings, seed=cfg.seed, progress=f"{label}: generating ({name})")
-        one = queries.one_per_image(len(test), cfg.seed)
-        figures = image_metrics(judges, images, queries, one, test, cfg)
+        images = s2i.generate_each(queries.embeddings, seed=s.seed, progress=f"{label}: generating ({name})")
+        one = queries.one_per_image(len(test), s.seed)
+        figures = image_metrics(judges, images, queries, one, test, s)
         if swap_colours:
-            voices = cfg.speech.voices if name == GROUPS[0] else cfg.speech.heldout_voices
-            figures["colour swap"], arrays = run_colour_swaps(s2i, judges.attribute_judge, swaps, swap_voice(voices), cfg.seed)
+            voices = list(s.training_voices if name == GROUPS[0] else s.heldout_voices)
+            figures["colour swap"], arrays = run_colour_swaps(s2i, judges.attribute_judge, swaps, swap_voice(voices), s.seed)
             # the swap records as JSON text: an object array would need unpickling to read back
             _save(out_dir / f"colour_swap_{_slug(name)}.npz", swaps_json=np.array(json.dumps(swaps)), **arrays)
         _save(out_dir / f"generated_{_slug(name)}.npz", images=images[one], query=one,

@@ -2,7 +2,8 @@
 their training (docs/paper_notes.md §6 to §9). The pipeline's ``gan`` step, which trains them on the
 SEN's embeddings, is ``s2i_lib.steps.gan.train_gan_step``.
 
-``s2i_lib.gan.distributed`` (torchrun entry point, ``init_distributed``) is imported on demand."""
+``s2i_lib.gan.distributed`` (``init_distributed`` under torchrun; its command line is
+``s2i_lib.torchrun_gan``) is imported on demand."""
 from .blocks import GLU, ResBlock, count_parameters, init_weights
 from .conditioning import ConditioningAugmentation, kl_loss
 from .discriminator import Discriminator, discriminators_from_config

@@ -1,30 +1,22 @@
 """Multi-process training with ``torchrun`` (DistributedDataParallel; gloo on CPU, nccl on GPU).
 
-``torchrun --nproc_per_node=N -m s2i_lib.gan.distributed --profile smoke --out DIR --synthetic 32``
-runs the GAN trainer on N processes. Each rank trains on its share of every batch (the batch is
-drawn identically on every rank, then sliced), gradients are averaged by DDP, and only rank 0
-writes checkpoints, samples and curves. ``--synthetic`` trains on random images and embeddings
-(a check of the machinery, used by the tests); the pipeline wires the real data through
-``GanTrainer`` directly, with ``init_distributed`` from here.
-
-This module is deliberately not imported by ``s2i_lib.gan`` so that ``python -m`` can run it.
+Under ``torchrun`` each rank trains on its share of every batch (the batch is drawn identically on
+every rank, then sliced), gradients are averaged by DDP, and only rank 0 writes checkpoints,
+samples and curves. ``init_distributed`` joins the process group and picks the rank's device;
+``state_digest`` lets the tests check that every rank ends with the same weights. The command
+line that runs the trainer on N processes is ``s2i_lib.torchrun_gan``.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import os
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from ..artifacts import atomic_write_json
-from ..config import load_config
 from ..device import cpu_count, select_device, set_precision
-from .trainer import DistContext, GanTrainer, synthetic_training_set, tiny_feature_extractor
+from .trainer import DistContext
 
 
 def init_distributed(device_name: str = "auto", precision_setting: str = "auto") -> tuple[DistContext, torch.device]:
@@ -58,39 +50,3 @@ def state_digest(module: nn.Module) -> str:
         h.update(str(t.dtype).encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--profile", default="smoke")
-    ap.add_argument("--set", action="append", default=[], help="override, e.g. gan.batch_size=8")
-    ap.add_argument("--out", required=True, help="output folder (checkpoints, samples, curves)")
-    ap.add_argument("--iterations", type=int, default=None)
-    ap.add_argument("--synthetic", type=int, required=True, metavar="N_IMAGES",
-                    help="train on N random images (4 classes) with random embeddings")
-    ap.add_argument("--embed-dim", type=int, default=32)
-    ap.add_argument("--digest", action="store_true",
-                    help="every rank writes digest_rank<r>.json (hashes of its final weights)")
-    args = ap.parse_args(argv)
-
-    cfg = load_config(args.profile, args.set)
-    ctx, device = init_distributed(cfg.device, cfg.precision)
-    try:
-        data = synthetic_training_set(args.synthetic, cfg.gan.stage_sizes, args.embed_dim, seed=cfg.seed)
-        extractor = tiny_feature_extractor(seed=cfg.seed) if cfg.gan.relation_supervisor else None
-        trainer = GanTrainer(cfg.gan, args.embed_dim, args.out, feature_extractor=extractor,
-                             device=device, seed=cfg.seed, dist_context=ctx, progress=ctx.is_main)
-        figures = trainer.train(data, args.iterations)
-        if args.digest:
-            digests = {name: state_digest(m) for name, m in trainer.modules_for_digest().items()}
-            atomic_write_json(Path(args.out) / f"digest_rank{ctx.rank}.json",
-                              {"rank": ctx.rank, "world_size": ctx.world_size, "digests": digests})
-        if ctx.is_main:
-            print(json.dumps({k: figures[k] for k in ("iterations", "iterations_per_s")}))
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    main()

@@ -24,8 +24,9 @@ must do the same under the updated discriminators. The real / wrong term of the 
 (XMC-GAN, Zhang et al. 2021, contrasts image and text features the same way). Under DDP the batch is
 each process's share.
 
-**The other non-paper options** (``GanConfig`` in ``s2i_lib/config.py``; each is off, or at the
-original's value, in the paper profiles):
+**The other non-paper options** (``GanConfig`` in ``s2i_lib/step_configs.py``; each is off, or at
+the original's value, in the paper profiles, and each is kept for a measured reason, given in
+docs/experiments.md):
 
 * ``gan.rescale_embedding`` (``conditioning.py``, ``ConditioningAugmentation``): multiplies the
   unit-norm embedding by sqrt(D) before the CA, so that the caption is heard over the CA's noise

@@ -71,7 +71,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..artifacts import BadFileError, atomic_path, atomic_write_json, load_checkpoint, require_finite
-from ..config import GanConfig
+from ..step_configs import GanConfig
 from ..device import precision
 from ..progress import tqdm
 from ..rng import rng_state, set_rng_state

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..artifacts import load_checkpoint
-from ..config import Config
+from ..step_configs import SenConfig
 from ..device import precision
 from .backbones import FrozenBackbone, backbone_spec, load_backbone, load_configured_backbone
 
@@ -72,10 +72,10 @@ class SenImageFeatures(nn.Module):
     then the projection, then unit norm. Unlike ``ImageEncoder.forward`` it lets gradients reach
     the image, which the relation supervisor's generator loss needs."""
 
-    def __init__(self, sen_dir: Path, cfg: Config):
+    def __init__(self, sen_dir: Path, sen: SenConfig):
         super().__init__()
         state = load_checkpoint(Path(sen_dir) / "image_encoder.pt")
-        self.backbone = load_configured_backbone(cfg.sen)
+        self.backbone = load_configured_backbone(sen)
         encoder = ImageEncoder(state["feat_dim"], state["embed_dim"])
         encoder.load_state_dict(state["state_dict"])
         self.projection = encoder.projection

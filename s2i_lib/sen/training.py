@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from ..artifacts import atomic_path, load_checkpoint
-from ..config import Config, SenConfig
+from ..step_configs import SenConfig
 from ..data.layout import DatasetIndex, ImageRecord
 from ..data.torch_datasets import image_cache
 from ..device import precision
@@ -283,13 +283,13 @@ def train_sen_model(model: SenModel, train_q: Queries, train_feats: np.ndarray, 
 
 
 # ------------------------------------------------------------------------- cached features
-def backbone_features(index: DatasetIndex, split: str, cfg: Config) -> np.ndarray:
-    """Cached backbone features (N, views, D) of a split's images, kept beside the dataset: they
-    depend only on the images, the backbone and the seed of the views' crops (in the file name, so
-    that runs with another seed keep their own), so a new SEN configuration reuses them."""
-    images = image_cache(index, split, cfg.data.image_size)
-    s = cfg.sen
-    backbone = load_configured_backbone(s)
-    path = index.root / "cache" / (f"features_{s.backbone}{backbone.spec.input_size}_{split}_"
-                                   f"{cfg.data.image_size}_{s.feature_views}v_seed{cfg.seed}.npy")
-    return cache_backbone_features(s.backbone, images, s.feature_views, cfg.seed, path, backbone=backbone)
+def backbone_features(index: DatasetIndex, split: str, sen: SenConfig, image_size: int, seed: int) -> np.ndarray:
+    """Cached backbone features (N, views, D) of a split's images at ``image_size`` px, kept beside
+    the dataset: they depend only on the images, the backbone and the ``seed`` of the views' crops
+    (in the file name, so that runs with another seed keep their own), so a new SEN configuration
+    reuses them."""
+    images = image_cache(index, split, image_size)
+    backbone = load_configured_backbone(sen)
+    path = index.root / "cache" / (f"features_{sen.backbone}{backbone.spec.input_size}_{split}_"
+                                   f"{image_size}_{sen.feature_views}v_seed{seed}.npy")
+    return cache_backbone_features(sen.backbone, images, sen.feature_views, seed, path, backbone=backbone)

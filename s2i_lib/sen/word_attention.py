@@ -12,7 +12,7 @@ heard the whole sentence: attention there is a statement about where the pooling
 what that frame alone contains. And an output frame sees 16 input frames (150 ms), so a short word's
 edges blur into its neighbours.
 
-    rows = listen(encoder, cfg, captions, voice="espeak:en-us")    # one row per word said
+    rows = listen(encoder, cfg.speech, cfg.data.dataset, captions, voice="espeak:en-us")  # a row per word
     shares_by_kind(rows)                                            # attention vs duration per kind
 """
 from __future__ import annotations
@@ -24,11 +24,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..config import Config
 from ..data.captions import word_kind
 from ..progress import tqdm
 from ..speech.features import log_mel
 from ..speech.tts import ESpeakSynthesizer, SpokenWord, parse_voice, sample_params
+from ..step_configs import SpeechConfig
 from .speech_encoder import MIN_FRAMES, SpeechEncoder, frame_centres_s
 
 PAUSE = "(pause)"
@@ -62,14 +62,15 @@ class Listening:
 
 
 @torch.no_grad()
-def listen_one(encoder: SpeechEncoder, cfg: Config, text: str, voice: str = "espeak:en-us",
+def listen_one(encoder: SpeechEncoder, speech: SpeechConfig, text: str, voice: str = "espeak:en-us",
                utterance_id: str = "listen-0", seed: int = 0) -> Listening | None:
     """Speak ``text`` with an eSpeak ``voice`` (rate and pitch drawn as the speech step does) and
-    run the encoder on it; None if eSpeak said no word or the utterance is too short to encode."""
+    run the encoder on it, with the speech step's features (``speech``: sample rate, log-mel
+    settings); None if eSpeak said no word or the utterance is too short to encode."""
     if parse_voice(voice)[0] != "espeak":
         raise ValueError(f"voice {voice!r}: word timings come from eSpeak NG's word events; "
                          f"use an espeak voice, e.g. espeak:en-us")
-    s = cfg.speech
+    s = speech
     wave, words = ESpeakSynthesizer(voice, s.sample_rate).synthesize_with_words(
         text, sample_params(voice, seed, utterance_id))
     feats = log_mel(wave, s.sample_rate, s.n_mels, s.win_ms, s.hop_ms)
@@ -83,22 +84,23 @@ def listen_one(encoder: SpeechEncoder, cfg: Config, text: str, voice: str = "esp
                      alpha.mean(axis=1), peaks)
 
 
-def listen(encoder: SpeechEncoder, cfg: Config, captions: Sequence[str], voice: str = "espeak:en-us",
-           seed: int = 0, progress: bool = False) -> pd.DataFrame:
+def listen(encoder: SpeechEncoder, speech: SpeechConfig, dataset: str, captions: Sequence[str],
+           voice: str = "espeak:en-us", seed: int = 0, progress: bool = False) -> pd.DataFrame:
     """``listen_one`` on every caption: one row per word (and one per utterance for its pauses):
-    caption index, word, kind, start and end (s), and the word's share of the utterance's duration,
-    of its attention and of the feature dimensions whose weights peak in it."""
+    caption index, word, kind (in ``dataset``'s vocabulary), start and end (s), and the word's
+    share of the utterance's duration, of its attention and of the feature dimensions whose weights
+    peak in it."""
     rows = []
     for i, text in enumerate(tqdm(captions, desc=f"listening ({voice})", disable=not progress, leave=False)):
-        heard = listen_one(encoder, cfg, text, voice, f"listen-{i}", seed)
+        heard = listen_one(encoder, speech, text, voice, f"listen-{i}", seed)
         if heard is None:
             continue
         mass, pause_mass = mass_per_word(heard.weights, heard.centres_s, heard.words)
         peak, pause_peak = mass_per_word(heard.peaks, heard.centres_s, heard.words)
-        total_s = len(heard.wave) / cfg.speech.sample_rate
+        total_s = len(heard.wave) / speech.sample_rate
         said = sum(w.end_s - w.start_s for w in heard.words)
         for w, m, p in zip(heard.words, mass, peak):
-            rows.append({"caption": i, "word": w.word, "kind": word_kind(w.word, cfg.data.dataset),
+            rows.append({"caption": i, "word": w.word, "kind": word_kind(w.word, dataset),
                          "start_s": w.start_s, "end_s": w.end_s, "duration_share": (w.end_s - w.start_s) / total_s,
                          "attention_share": float(m), "peak_share": float(p)})
         rows.append({"caption": i, "word": PAUSE, "kind": PAUSE, "start_s": np.nan, "end_s": np.nan,

@@ -37,6 +37,7 @@ from ..sen.speech_encoder import SpeechEncoder
 from ..sen.training import embed_queries, speech_queries, text_queries
 from ..speech.features import FeatureStore
 from .gan import group_by_image, train_gan_step
+from .profile import evaluation_settings
 
 VARIANTS: dict[str, dict] = {
     "w/o dense": {"dense": False},
@@ -89,7 +90,8 @@ def _train_and_evaluate(name: str, change: dict, folder: Path, cfg: Config, inpu
         test_emb = utterance_embeddings(speech_encoder, inputs["speech"], "test", test, device)
     print(f"[eval] ablation {name!r}: training its generator in {folder / 'gan'}")
     train_gan_step(v_cfg, folder / "gan", inputs, embeddings=train_embeddings)
-    s2i = SpeechToImage(speech_encoder, load_generator(folder / "gan" / GENERATOR_FILE, device), v_cfg, device)
+    s2i = SpeechToImage(speech_encoder, load_generator(folder / "gan" / GENERATOR_FILE, device), cfg.speech, device,
+                        cfg.profile)
     if name == "text-conditioned":
         q = text_queries(test, cfg.speech.captions_per_image)
         groups = {"written captions": QueryGroup(
@@ -97,4 +99,5 @@ def _train_and_evaluate(name: str, change: dict, folder: Path, cfg: Config, inpu
         v_cfg = dataclasses.replace(v_cfg, eval=dataclasses.replace(cfg.eval, colour_swaps=0))
     else:
         groups = test_queries(inputs["speech"], test_emb, test)
-    return {f"{name}, {g}": f for g, f in evaluate_model(s2i, groups, judges, test, v_cfg, folder, name).items()}
+    figures = evaluate_model(s2i, groups, judges, test, evaluation_settings(v_cfg), folder, name)
+    return {f"{name}, {g}": f for g, f in figures.items()}

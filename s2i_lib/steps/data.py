@@ -11,6 +11,7 @@ from ..data.build import TOY_DATASETS, build_toy_dataset, link_prepared_dataset
 from ..device import cpu_count, select_device
 from ..evaluation.inception_score import TooFewImagesError
 from ..evaluation.protocol import instruments
+from .profile import evaluation_settings
 
 
 def build_data_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
@@ -39,7 +40,7 @@ def data_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
     t0 = time.perf_counter()
     size = cfg.gan.stage_sizes[-1]
     try:
-        built = instruments(cfg, out_dir, size)
+        built = instruments(evaluation_settings(cfg), out_dir, size)
     except TooFewImagesError as e:   # a dataset too small to measure on (one image per class): the
         # dataset is still built; the eval step will stop with the same message if it is asked for
         print(f"[data] the evaluation's instruments were not built: {e}")

@@ -16,6 +16,7 @@ from ..evaluation.protocol import (GROUPS, Judges, evaluate_model, image_metrics
 from ..evaluation.table import write_table
 from ..inference import SpeechToImage
 from . import ablations
+from .profile import evaluation_settings
 
 
 def evaluate_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
@@ -25,18 +26,19 @@ def evaluate_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
     test = index.split("test")
     emb = load_array(Path(inputs["sen"]) / "embeddings" / "speech_test.npy")
     groups = test_queries(inputs["speech"], emb, test)
-    judges = Judges(cfg, inputs, test, device)
+    settings = evaluation_settings(cfg)
+    judges = Judges(settings, inputs, test, device)
     real = judges.real
 
     def full_model() -> dict:
         # the ceiling: the real test images under the same judges
         ref = groups[GROUPS[0]]
         results = {"real test images": image_metrics(judges, real[ref.image_pos], ref,
-                                                     ref.one_per_image(len(test), cfg.seed), test, cfg, real=True)}
+                                                     ref.one_per_image(len(test), cfg.seed), test, settings, real=True)}
         if judges.instruments.floor is not None:   # the FID a generator of these species can reach
             results["real training images (FID floor)"] = dict(judges.instruments.floor)
-        s2i = SpeechToImage.from_dirs(cfg, inputs["sen"], inputs["gan"], device)
-        for group, figures in evaluate_model(s2i, groups, judges, test, cfg, out_dir, "S2IGAN").items():
+        s2i = SpeechToImage.from_dirs(inputs["sen"], inputs["gan"], cfg.speech, device, cfg.profile)
+        for group, figures in evaluate_model(s2i, groups, judges, test, settings, out_dir, "S2IGAN").items():
             results[f"S2IGAN, {group}"] = figures
         return results
 
@@ -48,7 +50,8 @@ def evaluate_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
         listen = listening_queries(inputs["sen"])
         if listen:
             listening = json_once(out_dir / "listening_results.json", lambda: listening_accuracy(
-                SpeechToImage.from_dirs(cfg, inputs["sen"], inputs["gan"], device), listen, judges, test, cfg))
+                SpeechToImage.from_dirs(inputs["sen"], inputs["gan"], cfg.speech, device, cfg.profile),
+                listen, judges, test, cfg.seed))
     if cfg.eval.ablations:
         results.update(ablations.run_ablations(cfg, inputs, out_dir, judges, test))
     judge_figures = judges.report()

@@ -89,7 +89,7 @@ def cached_view_features(cfg: Config, index, extractor: SenImageFeatures) -> tor
         print(f"[gan] the cached views are {cfg.data.image_size} px, the last stage "
               f"{cfg.gan.stage_sizes[-1]} px: the RS runs the backbone on every image instead")
         return None
-    return extractor.of_backbone_features(backbone_features(index, "train", cfg))
+    return extractor.of_backbone_features(backbone_features(index, "train", cfg.sen, cfg.data.image_size, cfg.seed))
 
 
 def train_gan_step(cfg: Config, out_dir: Path, inputs: dict[str, Path],
@@ -107,7 +107,7 @@ def train_gan_step(cfg: Config, out_dir: Path, inputs: dict[str, Path],
     dataset = ImageCaptionDataset(index, "train", sizes=tuple(g.stage_sizes), augment=True, seed=seed)
     if embeddings is None:
         embeddings = caption_embeddings(cfg, inputs, train, "train")
-    extractor = SenImageFeatures(inputs["sen"], cfg) if g.relation_supervisor else None
+    extractor = SenImageFeatures(inputs["sen"], cfg.sen) if g.relation_supervisor else None
     rs_features = cached_view_features(cfg, index, extractor) if extractor is not None else None
     data = GanTrainingSet.from_image_caption_dataset(dataset, embeddings, rs_features)
     trainer = GanTrainer(g, data.embed_dim, out_dir, feature_extractor=extractor, device=device, seed=seed)

@@ -40,8 +40,8 @@ def train_sen_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
     atomic_write_json(out_dir / "val_classes.json", sorted(val_classes))
 
     t0 = time.perf_counter()
-    feats_train_all = backbone_features(index, "train", cfg)
-    feats_test = np.asarray(backbone_features(index, "test", cfg))
+    feats_train_all = backbone_features(index, "train", cfg.sen, cfg.data.image_size, cfg.seed)
+    feats_test = np.asarray(backbone_features(index, "test", cfg.sen, cfg.data.image_size, cfg.seed))
     feature_time = time.perf_counter() - t0
     pos_all = {r.key: i for i, r in enumerate(train_all)}
     train_rows = np.array([pos_all[r.key] for r in train])

@@ -1,4 +1,4 @@
-"""The evaluation's tables and charts for notebook 04 (the step's own table is ``table.py``).
+"""The evaluation's tables and charts for notebook 04 (the step's own table is ``evaluation/table.py``).
 
 The functions that take ``(cfg, runs_dir)`` read a profile's run folders (``artifacts.step_dir``);
 none builds a step."""
@@ -19,10 +19,11 @@ from ..data.torch_datasets import image_cache
 from ..device import select_device
 from ..gan.trainer import load_generator
 from ..inference import SpeechToImage, load_speech_encoder
-from ..sen.report import mention_probe
-from . import fid
-from .attribute_judge import attribute_accuracy, degraded_accuracy, load_attribute_judge, through_resolution
-from .protocol import GROUPS, _slug, attribute_judge_path, instruments, test_features_path, test_queries
+from ..evaluation import fid
+from ..evaluation.attribute_judge import attribute_accuracy, degraded_accuracy, load_attribute_judge, through_resolution
+from ..evaluation.protocol import GROUPS, _slug, attribute_judge_path, instruments, test_features_path, test_queries
+from ..steps.profile import evaluation_settings, speech_to_image
+from .sen import mention_probe
 
 
 def per_part_table(results: dict) -> pd.DataFrame:
@@ -156,23 +157,28 @@ def best_and_worst(eval_dir: str | Path, judge, records: list, attribute: str, g
 
 def plot_colour_swaps(eval_dir: str | Path, group: str = "training voices", n: int = 6) -> plt.Figure:
     """Pairs of the colour experiment: the caption as said, and with one colour word changed
-    (same voice, same noise); green title = the judge confirms the swap."""
+    (same voice, same noise); green title = the judge confirms the swap. The first successes fill
+    half the columns and the first failures the rest (where there are enough of each), so that
+    a learner sees both, whatever the success rate."""
     path = Path(eval_dir) / f"colour_swap_{_slug(group)}.npz"
     f = load_array(path)
     if "swaps_json" not in f:
         raise BadFileError(f"{path} has no swap records (swaps_json): it was written by an older "
                            f"version; delete the eval folder to rebuild it")
     swaps = json.loads(str(f["swaps_json"]))
-    original, swapped, success = f["original"], f["swapped"], f["success"]
+    original, swapped, success = f["original"], f["swapped"], np.asarray(f["success"], bool)
     n = min(n, len(swaps))
+    wins, losses = np.flatnonzero(success), np.flatnonzero(~success)
+    k = min(len(wins), max(n - len(losses), n // 2))      # successes shown
+    shown = np.concatenate([wins[:k], losses[:n - k]])
     fig, axes = plt.subplots(2, n, figsize=(2.1 * n, 4.8), squeeze=False)
-    for col in range(n):
-        s = swaps[col]
-        axes[0, col].imshow(original[col])
+    for col, i in enumerate(shown):
+        s = swaps[i]
+        axes[0, col].imshow(original[i])
         axes[0, col].set_title("\n".join(_wrap(s["caption"], 24)), fontsize=6)
-        axes[1, col].imshow(swapped[col])
+        axes[1, col].imshow(swapped[i])
         axes[1, col].set_title(f"{s['old']} -> {s['new']} ({s['attribute'].replace('_color', '')})",
-                               fontsize=7, color="green" if success[col] else "red")
+                               fontsize=7, color="green" if success[i] else "red")
     for ax in axes.flat:
         ax.axis("off")
     fig.tight_layout()
@@ -251,7 +257,7 @@ def embedding_or_generator(cfg, runs_dir: str | Path | None = None, n: int = 500
     - ``chance``: one over the number of values of the attribute.
     """
     judge, captions = _judged_captions(cfg, runs_dir, n)
-    s2i = SpeechToImage.from_runs(cfg, runs_dir)
+    s2i = speech_to_image(cfg, runs_dir)
     drawn = {split: _drawn(s2i, judge, c, cfg.seed) for split, c in captions.items()}
     (train, train_mentions, _), (test, test_mentions, _) = captions["train"], captions["test"]
     table = pd.DataFrame({
@@ -280,7 +286,7 @@ def drawn_by_snapshot(cfg, gan_dir: str | Path, runs_dir: str | Path | None = No
     attributes = toy_module(cfg.data.dataset).ATTRIBUTES if oracle else None
     rows = []
     for path in snapshots:
-        s2i = SpeechToImage(speech_encoder, load_generator(path, device), cfg, device)
+        s2i = SpeechToImage(speech_encoder, load_generator(path, device), cfg.speech, device, cfg.profile)
         iteration = int(path.stem.rsplit("_", 1)[1])
         for split, c in captions.items():
             rows.append({"iteration": iteration, "captions": split,
@@ -299,14 +305,14 @@ def fid_by_snapshot(cfg, gan_dir: str | Path, runs_dir: str | Path | None = None
     device = select_device(cfg.device, cfg.precision)
     data_dir, sen_dir = (step_dir(s, cfg, runs_dir) for s in ("data", "sen"))
     test = read_dataset(data_dir).split("test")
-    real = instruments(cfg, data_dir, cfg.gan.stage_sizes[-1]).real_features
+    real = instruments(evaluation_settings(cfg), data_dir, cfg.gan.stage_sizes[-1]).real_features
     queries = test_queries(step_dir("speech", cfg, runs_dir),
                            load_array(sen_dir / "embeddings" / "speech_test.npy"), test)[GROUPS[0]]
     one = queries.one_per_image(len(test), cfg.seed)
     speech_encoder = load_speech_encoder(sen_dir, device)
     out = {}
     for path in snapshots:
-        s2i = SpeechToImage(speech_encoder, load_generator(path, device), cfg, device)
+        s2i = SpeechToImage(speech_encoder, load_generator(path, device), cfg.speech, device, cfg.profile)
         images = s2i.generate_each(queries.embeddings[one], seed=cfg.seed)
         out[int(path.stem.rsplit("_", 1)[1])] = round(fid.fid_from_features(real, fid.inception_features(images)), 2)
     return out

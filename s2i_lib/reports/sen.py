@@ -14,7 +14,7 @@ from ..data.captions import word_kind
 from ..data.layout import read_dataset
 from ..speech.features import FeatureStore
 from ..speech.synthesis import read_jsonl
-from .training import backbone_features
+from ..sen.training import backbone_features
 
 
 def results_table(sen_dir: str | Path) -> pd.DataFrame:
@@ -191,7 +191,8 @@ def probe_table(cfg, data_dir: str | Path, sen_dir: str | Path) -> pd.DataFrame:
     emb = Path(sen_dir) / "embeddings"
     table = pd.DataFrame({
         f"frozen {cfg.sen.backbone} features": attribute_probe(
-            backbone_features(index, "train", cfg)[:, 0], train, backbone_features(index, "test", cfg)[:, 0], test),
+            backbone_features(index, "train", cfg.sen, cfg.data.image_size, cfg.seed)[:, 0], train,
+            backbone_features(index, "test", cfg.sen, cfg.data.image_size, cfg.seed)[:, 0], test),
         "SEN image embeddings": attribute_probe(load_array(emb / "image_train.npy"), train,
                                                 load_array(emb / "image_test.npy"), test),
     })

@@ -5,8 +5,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from .build import toy_module
-from .layout import DatasetIndex
+from ..data.build import toy_module
+from ..data.layout import DatasetIndex
 
 
 def split_table(index: DatasetIndex) -> pd.DataFrame:

@@ -18,10 +18,10 @@ from ..config import GanConfig
 from ..data.captions import swap_colour
 from ..data.layout import ImageRecord
 from ..data.toy_common import COLOR_NAMES
-from .blocks import count_parameters
-from .discriminator import discriminators_from_config
-from .generator import Generator
-from .relation_supervisor import RelationSupervisor
+from ..gan.blocks import count_parameters
+from ..gan.discriminator import discriminators_from_config
+from ..gan.generator import Generator
+from ..gan.relation_supervisor import RelationSupervisor
 
 
 # ------------------------------------------------------------------------------ architecture

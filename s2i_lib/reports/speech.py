@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from .features import frame_params, log_mel, read_audio
-from .synthesis import ERRORS_FILE, MANIFEST_FILE, read_jsonl
+from ..speech.features import frame_params, log_mel, read_audio
+from ..speech.synthesis import ERRORS_FILE, MANIFEST_FILE, read_jsonl
 
 
 def load_manifest(speech_dir: str | Path):
