@@ -39,3 +39,21 @@ def test_mention_probe_scores_only_captions_that_mention_the_attribute(one_threa
     everyone = attribute_probe(emb[:n], _records([f"c{c}" for c in colour[:n]], ["s"] * n),
                                emb[n:], _records([f"c{c}" for c in colour[n:]], ["s"] * n), steps=300)
     assert everyone["colour"] < 0.8
+
+
+def test_similarity_blocks_group_images_and_captions_by_species():
+    """The heatmap's rows are the first images of the first species, its columns the first-voice
+    captions about exactly those images, both in species order (so the blocks are species)."""
+    from s2i_lib.reports.sen import similarity_blocks
+    rng = np.random.default_rng(0)
+    class_of_image = np.array([3, 1, 3, 2, 1, 3, 2, 1, 9])          # 9 images of 4 species, interleaved
+    image_of_query = np.repeat(np.arange(9), 3)                      # 3 captions per image...
+    heldout = np.tile([False, False, True], 9)                       # ...the third in a held-out voice
+    emb = SimpleNamespace(store=SimpleNamespace(heldout=heldout), class_of_image=class_of_image,
+                          image_of_query=image_of_query, images=rng.normal(size=(9, 4)),
+                          speech=rng.normal(size=(27, 4)))
+    sims, rows, cols = similarity_blocks(emb, n_classes=2, per_class=2)
+    assert rows.tolist() == [1, 1, 2, 2]                             # species 1 and 2, two images each
+    assert cols.tolist() == [1] * 4 + [2] * 4                        # two first-voice captions per image
+    assert sims.shape == (4, 8)
+    np.testing.assert_allclose(sims[0, 0], emb.images[1] @ emb.speech[3])   # image 1's first caption

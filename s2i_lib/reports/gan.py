@@ -105,7 +105,7 @@ def plot_conditioning(ca: nn.Module, embeddings: torch.Tensor, n: int = 300, see
     g = torch.Generator().manual_seed(seed)
     fig, ax = plt.subplots(figsize=(4.2, 4.2))
     for r in (1, 2):
-        ax.add_patch(plt.Circle((0, 0), r, fill=False, ls=":", color="grey"))
+        ax.add_patch(plt.Circle((0, 0), r, fill=False, ls=":", lw=1.5, color="black", zorder=3))
     with torch.no_grad():
         for i, phi in enumerate(embeddings):
             eps = torch.randn(n, 2, generator=g)

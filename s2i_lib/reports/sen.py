@@ -109,19 +109,35 @@ def plot_projection(emb: TestEmbeddings, n_classes: int = 10) -> plt.Figure:
     return fig
 
 
-def plot_similarity(emb: TestEmbeddings, n_images: int = 30) -> plt.Figure:
-    """Cosine similarity of test images (rows) and the first-voice spoken captions about them
-    (columns), sorted by class: a block diagonal means the SEN groups classes."""
+def similarity_blocks(emb: TestEmbeddings, n_classes: int = 5,
+                      per_class: int = 6) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first ``per_class`` test images of each of the first ``n_classes`` test species (rows)
+    against the first-voice spoken captions about them (columns), grouped by species: the cosine
+    similarities, and the species of each row and of each column."""
     first_voice = np.flatnonzero(~emb.store.heldout)
-    images = np.arange(min(n_images, len(emb.images)))
+    classes = np.unique(emb.class_of_image)[:n_classes]
+    images = np.concatenate([np.flatnonzero(emb.class_of_image == c)[:per_class] for c in classes])
+    rank = np.full(len(emb.images), len(images))
+    rank[images] = np.arange(len(images))
     queries = first_voice[np.isin(emb.image_of_query[first_voice], images)]
-    queries = queries[np.argsort(emb.image_of_query[queries], kind="stable")]
+    queries = queries[np.argsort(rank[emb.image_of_query[queries]], kind="stable")]
     sims = emb.images[images] @ emb.speech[queries].T
+    return sims, emb.class_of_image[images], emb.class_of_image[emb.image_of_query[queries]]
+
+
+def plot_similarity(emb: TestEmbeddings, n_classes: int = 5, per_class: int = 6) -> plt.Figure:
+    """``similarity_blocks`` as a heatmap, with a white line between species: bright blocks on the
+    diagonal mean the SEN puts a species' images near the captions about that species."""
+    sims, row_class, col_class = similarity_blocks(emb, n_classes, per_class)
     fig, ax = plt.subplots(figsize=(7, 5))
     sns.heatmap(sims, cmap="viridis", ax=ax, xticklabels=False, yticklabels=False,
                 cbar_kws={"label": "cosine similarity"})
-    ax.set(xlabel="spoken captions (grouped by image)", ylabel="images",
-           title="image-speech similarity on unseen classes")
+    for k in np.flatnonzero(row_class[1:] != row_class[:-1]) + 1:
+        ax.axhline(k, color="white", lw=1)
+    for k in np.flatnonzero(col_class[1:] != col_class[:-1]) + 1:
+        ax.axvline(k, color="white", lw=1)
+    ax.set(xlabel="spoken captions (grouped by image, then species)", ylabel="images (grouped by species)",
+           title=f"image-speech similarity, {len(np.unique(row_class))} unseen species x {per_class} images")
     fig.tight_layout()
     return fig
 
