@@ -349,3 +349,9 @@ def test_smoke_step_through_ensure(tmp_path, monkeypatch):
     assert report.plot_durations(folder) is not None
     first = report.load_manifest(folder)["path"].iloc[0]
     assert len(report.plot_waveform_and_logmel(folder / first).axes) >= 3
+    # the log-mel grid: one colour scale for every panel, and its colour bar
+    wave, sr = sf.read(folder / first, dtype="float32")
+    fig = report.plot_logmel_grid({"clean": wave, "quieter": 0.1 * wave}, sample_rate=sr)
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 2 and all(ax.images[0].get_clim() == (-3, 3) for ax in panels)
+    assert len(fig.axes) == 3   # the two panels and the colour bar

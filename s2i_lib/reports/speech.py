@@ -95,16 +95,18 @@ def plot_waveform_and_logmel(audio: str | Path | np.ndarray, sample_rate: int = 
 
 def plot_logmel_grid(clips: dict[str, np.ndarray], sample_rate: int = 22050, n_mels: int = 40):
     """The CMVN log-mel features the encoder sees, one panel per clip (e.g. one caption clean and
-    degraded), on one time axis."""
+    degraded), on one time axis and one colour scale (-3 to 3: each mel bin has unit variance over
+    its utterance, so a panel's own scale would hide what CMVN does to a band without signal)."""
     import matplotlib.pyplot as plt
     _, hop = frame_params(sample_rate)
-    fig, axes = plt.subplots(len(clips), 1, figsize=(9, 1.5 * len(clips) + 0.5), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(len(clips), 1, figsize=(9.5, 1.5 * len(clips) + 0.5), sharex=True, squeeze=False,
+                             layout="constrained")
     for ax, (name, wave) in zip(axes[:, 0], clips.items()):
         feats = log_mel(np.asarray(wave, dtype=np.float32), sample_rate, n_mels).numpy()
-        ax.imshow(feats.T, origin="lower", aspect="auto", cmap="magma",
-                  extent=(0, feats.shape[0] * hop / sample_rate, 0, n_mels))
+        image = ax.imshow(feats.T, origin="lower", aspect="auto", cmap="magma", vmin=-3, vmax=3,
+                          extent=(0, feats.shape[0] * hop / sample_rate, 0, n_mels))
         ax.set_ylabel("mel bin")
         ax.set_title(name, fontsize=9, loc="left")
     axes[-1, 0].set_xlabel("time (s)")
-    fig.tight_layout()
+    fig.colorbar(image, ax=axes[:, 0].tolist(), label="normalised log-mel", shrink=0.8)
     return fig
