@@ -57,7 +57,7 @@ GROUPS = ("training voices", "held-out voices")
 class ProtocolSettings:
     """What the evaluation reads of a profile (``steps/profile.py`` fills it from the ``Config``)."""
     seed: int                       # noise, query picks, bootstrap splits
-    dataset: str                    # ``data.dataset``: the attribute judge and the colour words are a toy dataset's
+    dataset: str                    # ``data.dataset``: the attribute judge and colour words need a toy one
     image_size: int                 # the generated images' size (the GAN's last stage): the instruments'
     eval: EvalConfig
     sen: SenConfig                  # its image encoder scores R-precision
@@ -129,7 +129,8 @@ def listening_queries(sen_dir: Path) -> dict[str, QueryGroup]:
 
 def listening_accuracy(s2i: SpeechToImage, groups: dict[str, QueryGroup], judges: "Judges",
                        test: list[ImageRecord], seed: int) -> dict:
-    """Attribute accuracy of the images generated from each listening group's captions (noise from ``seed``)."""
+    """Attribute accuracy of the images generated from each listening group's captions (noise
+    from ``seed``)."""
     results = {}
     for name, queries in groups.items():
         images = s2i.generate_each(queries.embeddings, seed=seed, progress=f"S2IGAN: generating ({name})")
