@@ -97,10 +97,29 @@ def test_judges_table_shows_both_judges_with_their_heldout_accuracy(tmp_path):
                                                                   "size": 1000},
                                                        "n": 3000, "n_images": 1000}}}
     (tmp_path / "results.json").write_text(json.dumps({"results": {}, "listening": {}, "judges": judges}))
-    table = judges_table(tmp_path)["accuracy"].to_dict()
-    assert table == {"IS classifier (test classes, held-out real images)": 0.998,
-                     "attribute judge (held-out rendered images): all attributes": 0.97,
-                     "attribute judge (held-out rendered images): lowest attribute, crown_color": 0.91}
+    table = judges_table(tmp_path)
+    assert table["accuracy"].to_dict() == {"IS classifier (test classes, held-out real images)": 0.998,
+                                           "attribute judge (held-out rendered images): all attributes": 0.97,
+                                           "attribute judge (held-out rendered images): lowest attribute, crown_color": 0.91}
+    # beside each, a uniform guess: 1 / classes, 1 / values (all attributes: their mean)
+    values = toy_birds.ATTRIBUTES
+    guess = {a: 1 / len(values[a]) for a in ("belly_color", "crown_color", "size")}
+    assert table["chance (a uniform guess)"].tolist() == pytest.approx(
+        [1 / 50, np.mean(list(guess.values())), guess["crown_color"]], abs=5e-4)
+
+
+def test_judge_robustness_ends_with_a_uniform_guess():
+    from s2i_lib.evaluation.attribute_judge import DEGRADATIONS, attribute_accuracy
+    from s2i_lib.reports.evaluation import judge_robustness
+    truth = [{"colour": "red", "size": "small"}, {"colour": "blue", "size": "small"}, {"colour": "red", "size": "large"}]
+    judge = SimpleNamespace(attributes={"colour": ["red", "blue", "green", "grey"], "size": ["small", "large"]},
+                            accuracy=lambda images, attributes: attribute_accuracy(
+                                [{"colour": "red", "size": "small"}] * len(attributes), attributes))
+    table = judge_robustness(judge, np.zeros((3, 8, 8, 3), np.uint8), truth)
+    assert list(table.index) == list(DEGRADATIONS) + ["chance (a uniform guess)"]
+    assert table.loc["clean", "colour"] == pytest.approx(0.667, abs=1e-3)
+    assert table.loc["chance (a uniform guess)"].to_dict() == pytest.approx(
+        {"colour": 0.25, "size": 0.5, "overall": 0.375})
 
 
 def test_swap_voice_prefers_espeak():

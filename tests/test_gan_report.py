@@ -88,6 +88,34 @@ def test_plot_conditioning_draws_one_cloud_per_embedding_around_mu():
         report.plot_conditioning(ConditioningAugmentation(8, 4), phi)
 
 
+def test_plot_trained_conditioning_histograms_sigma_and_projects_mu_by_species():
+    torch.manual_seed(0)
+    ca = ConditioningAugmentation(embed_dim=8, cond_dim=6)
+    emb = F.normalize(torch.randn(30, 8), dim=1)
+    classes = np.repeat(["a", "b", "c", "d", "e", "f"], 5)
+    fig = report.plot_trained_conditioning(ca, emb, classes, n_species=4, n=200)
+    ax_sigma, ax_mu = fig.axes
+    counts = sum(p.get_height() for p in ax_sigma.patches)
+    assert counts == 30 * 6                                              # every caption x dimension
+    assert [line.get_xdata()[0] for line in ax_sigma.lines] == [1.0]    # the prior's sigma
+    clouds = [np.asarray(c.get_offsets()) for c in ax_mu.collections]
+    assert [len(c) for c in clouds] == [200, 5, 5, 5, 5]                 # one caption's c, then 4 species' mu
+    assert [p.radius for p in ax_mu.patches] == [1, 2]
+    # PCA of the shown species' mu: the two axes keep the two largest singular values' share of spread
+    with torch.no_grad():
+        mu, _ = ca.encode(emb[:20])
+    singular = np.linalg.svd(mu.numpy() - mu.numpy().mean(0), compute_uv=False)
+    assert (np.concatenate(clouds[1:]) ** 2).sum() == pytest.approx((singular[:2] ** 2).sum(), rel=1e-4)
+    # the samples of c sit around that caption's projected mu (the first caption of species "a")
+    assert clouds[0].mean(0) == pytest.approx(clouds[1][0], abs=0.3)
+    with pytest.raises(ValueError, match="expected embeddings"):
+        report.plot_trained_conditioning(ca, emb[:, :5], classes)
+    with pytest.raises(ValueError, match="one class per embedding"):
+        report.plot_trained_conditioning(ca, emb, classes[:10])
+    with pytest.raises(ValueError, match="cond_dim=1"):
+        report.plot_trained_conditioning(ConditioningAugmentation(8, 1), emb, classes)
+
+
 # ------------------------------------------------------------------------------ training run
 HISTORY = {"every": 10, "records": [
     {"iteration": 10 * i, "D16": 4.0 - i, "D32": 4.1, "D64": 3.9, "RS": 6.0, "G16": 1.0, "G32": 1.1,
@@ -102,6 +130,58 @@ def test_plot_losses_puts_each_curve_in_its_panel():
     assert list(fig.axes[0].lines[0].get_xdata()) == [10, 20, 30]
     with pytest.raises(ValueError, match="no records"):
         report.plot_losses({"every": 10, "records": []})
+
+
+def _uniform_rs(n_classes=4):
+    """A relation supervisor whose logits are all 0 (its last layer zeroed): uniform over its classes."""
+    from s2i_lib.gan import RelationSupervisor
+    rs = RelationSupervisor(3, n_classes=n_classes)
+    torch.nn.init.zeros_(rs.net[-1].weight), torch.nn.init.zeros_(rs.net[-1].bias)
+    return rs
+
+
+def test_chance_losses_are_the_loss_functions_on_chance_inputs():
+    from s2i_lib.gan import (contrastive_loss, discriminator_loss, generator_adversarial_loss, kl_loss,
+                             relation_generator_loss, relation_supervisor_loss)
+    gan = SMOKE.gan
+    chance = report.chance_losses(gan)
+    half = torch.zeros(5)   # logits 0: probability 0.5
+    assert chance["D"] == pytest.approx(float(discriminator_loss((half, half), (half, half), (half, half))))
+    assert chance["D"] == pytest.approx(6 * math.log(2))
+    assert chance["G_adv"] == pytest.approx(float(generator_adversarial_loss((half, half))))
+    f = torch.randn(7, 3)
+    with torch.no_grad():
+        rs = _uniform_rs()
+        assert chance["RS"] == pytest.approx(float(relation_supervisor_loss(rs, f, f, f, f)), abs=1e-6)
+        assert chance["G_RS"] == pytest.approx(float(relation_generator_loss(rs, f, f)), abs=1e-6)
+    assert chance["RS"] == pytest.approx(4 * math.log(4))
+    assert chance["KL"] == float(kl_loss(torch.zeros(2, 3), torch.zeros(2, 3))) == 0.0
+    assert chance["G"] == pytest.approx(3 * chance["G_adv"] + gan.rs_coeff * chance["G_RS"])
+    # the contrastive extension adds its InfoNCE of equal scores, log B, to D and to each G term
+    with_it = report.chance_losses(GanConfig(**{**gan.__dict__, "contrastive_coeff": 2.0}), batch_size=6)
+    equal = float(contrastive_loss(torch.zeros(6, 6)))
+    assert equal == pytest.approx(math.log(6))
+    assert with_it["D"] == pytest.approx(chance["D"] + 2 * equal)
+    assert with_it["G_adv"] == pytest.approx(chance["G_adv"] + 2 * equal)
+    # without the RS its term leaves the total; the adversarial RS mode still has four pair types
+    no_rs = report.chance_losses(GanConfig(**{**gan.__dict__, "relation_supervisor": False}))
+    assert no_rs["G"] == pytest.approx(3 * chance["G_adv"])
+    assert report.chance_losses(GanConfig(**{**gan.__dict__, "rs_mode": "adversarial"}))["RS"] == pytest.approx(
+        chance["RS"])
+
+
+def test_plot_losses_draws_a_chance_line_in_every_panel():
+    chance = report.chance_losses(SMOKE.gan)
+    fig = report.plot_losses(HISTORY, SMOKE.gan)
+    lines = [{line.get_label(): line.get_ydata()[0] for line in ax.lines if line.get_label().startswith("chance")}
+             for ax in fig.axes]
+    assert lines[0] == {"chance": pytest.approx(chance["D"])}
+    # one line for the per-term curves (2 log 2 = log 4: they coincide), one for the weighted total
+    assert lines[1] == {"chance (G16, G32, G64, G_RS)": pytest.approx(chance["G_adv"]),
+                        "chance (G)": pytest.approx(chance["G"])}
+    assert lines[2] == {"chance": pytest.approx(chance["RS"])}
+    assert lines[3] == {"chance": 0.0}
+    assert all("chance" in "".join(t.get_text() for t in ax.get_legend().get_texts()) for ax in fig.axes)
 
 
 def test_sample_grids_first_and_last(tmp_path):

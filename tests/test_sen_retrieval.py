@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import s2i_lib.sen.retrieval as retrieval
-from s2i_lib.sen import (attribute_precision_at_k, average_precision, class_map,
+from s2i_lib.sen import (attribute_precision_at_k, attribute_precision_chance, average_precision, class_map,
+                         expected_average_precision,
                          class_map_one_query_per_class, first_query_per_class, recall_at_k)
 
 
@@ -125,6 +126,33 @@ def test_attribute_precision_at_k():
     assert np.isnan(attribute_precision_at_k(queries, [None, {}, {}, None], np.eye(4), images, k=2))
     with pytest.raises(ValueError, match="one mention dict per query"):
         attribute_precision_at_k(queries, mentions[:3], np.eye(4), images)
+
+
+def test_expected_average_precision_is_the_mean_over_every_ranking():
+    import itertools
+    for n, r in [(1, 1), (4, 1), (4, 2), (5, 3), (6, 2), (6, 6)]:
+        aps = [average_precision(-np.arange(n), np.isin(np.arange(n), order[:r]))
+               for order in itertools.permutations(range(n))]
+        assert expected_average_precision(r, n) == pytest.approx(np.mean(aps))
+    assert expected_average_precision(10, 100) > 10 / 100     # above the share of relevant items
+    with pytest.raises(ValueError, match="n_relevant"):
+        expected_average_precision(0, 5)
+
+
+def test_attribute_precision_chance_is_the_precision_of_the_whole_gallery():
+    images = [{"color": "red", "size": "small"}, {"color": "red", "size": "large"},
+              {"color": "blue", "size": "small"}, {"color": "blue"}]
+    mentions = [{"color": "red"}, {"color": "blue", "size": "large"}, {}, {"size": "small"}]
+    assert attribute_precision_chance(mentions, images) == pytest.approx((2 / 4 + 0 + 2 / 4) / 3)
+    # any ranking's precision over the whole gallery, and random rankings' on average at any k
+    rng = np.random.default_rng(0)
+    queries = rng.normal(size=(4, 4))
+    assert attribute_precision_at_k(queries, mentions, np.eye(4), images, k=4) == pytest.approx(
+        attribute_precision_chance(mentions, images))
+    at_2 = np.mean([attribute_precision_at_k(rng.normal(size=(4, 4)), mentions, np.eye(4), images, k=2)
+                    for _ in range(3000)])
+    assert at_2 == pytest.approx(attribute_precision_chance(mentions, images), abs=0.02)
+    assert np.isnan(attribute_precision_chance([None, {}], images))
 
 
 def test_blocks_give_the_same_answers(monkeypatch):

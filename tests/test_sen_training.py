@@ -95,3 +95,43 @@ def test_training_resumes_from_its_checkpoint(run, tmp_path, capsys):
                               torch.device("cpu"), 0)
     assert "resuming at epoch 2/2" in capsys.readouterr().out
     assert history["epoch"] == [1, 2]
+
+
+def _tiny_training_inputs(cfg, runs):
+    from s2i_lib.data.layout import read_dataset
+    train = read_dataset(runs / "smoke" / "data").split("train")
+    q = speech_queries(FeatureStore(runs / "smoke" / "speech", "train"), {r.key: i for i, r in enumerate(train)})
+    feats = np.random.default_rng(0).normal(size=(len(train), 2, 1280)).astype(np.float32)
+    raw = np.array([r.class_id for r in train])
+    _, labels = np.unique(raw, return_inverse=True)
+    from s2i_lib.sen.speech_encoder import SpeechEncoder
+    torch.manual_seed(0)
+    model = SenModel(SpeechEncoder.from_config(cfg.sen), 1280, cfg.sen, int(labels.max()) + 1)
+    return model, (q, feats, labels, raw, q, feats, train)
+
+
+def test_a_step_with_a_non_finite_gradient_is_skipped(run, tmp_path):
+    cfg, runs, _ = run
+    model, inputs = _tiny_training_inputs(cfg, runs)
+    calls = []
+
+    def nan_once(grad):   # the first backward gives the GRU's weights a NaN gradient, as bf16 rarely does
+        calls.append(1)
+        return torch.full_like(grad, float("nan")) if len(calls) == 1 else grad
+
+    model.query_encoder.gru.forward_layers[0].weight_hh_l0.register_hook(nan_once)
+    sen = load_config("smoke", {**TINY, "sen.epochs": 2}).sen
+    history = train_sen_model(model, *inputs, sen, tmp_path, "t", torch.device("cpu"), 0)
+    assert len(calls) >= 2                       # trained on after the skipped step
+    assert history["skipped_steps"] == [1, 0]
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_training_whose_every_step_is_non_finite_stops_with_one_clear_error(run, tmp_path):
+    cfg, runs, _ = run
+    model, inputs = _tiny_training_inputs(cfg, runs)
+    model.query_encoder.gru.forward_layers[0].weight_hh_l0.register_hook(lambda g: torch.full_like(g, float("nan")))
+    sen = load_config("smoke", {**TINY, "sen.epochs": 1}).sen
+    with pytest.raises(FloatingPointError, match="non-finite loss or gradient.*lower sen.lr"):
+        train_sen_model(model, *inputs, sen, tmp_path, "t", torch.device("cpu"), 0)
+    assert not (tmp_path / "t_speech_checkpoint.pt").exists() and not list(tmp_path.glob("*checkpoint*"))

@@ -45,37 +45,55 @@ def load_results(eval_dir: str | Path) -> dict:
 
 
 # ------------------------------------------------------------------------------ notebook 04
+UNIFORM_GUESS = "chance (a uniform guess)"
+
+
 def judges_table(eval_dir: str | Path) -> pd.DataFrame:
     """How good the two judges are on images they never trained on (the target: >= 95 %): the IS
     classifier on held-out real test images; the attribute judge on held-out rendered images, overall
-    and on its weakest attribute (``heldout_rendered`` of its report)."""
+    and on its weakest attribute (``heldout_rendered`` of its report). Beside each, the accuracy of
+    a uniform guess: 1 / the number of classes, 1 / the number of values of the attribute (overall:
+    their mean, as every rendered image is scored on every attribute)."""
     judges = load_results(eval_dir)["judges"]
+    classifier = judges["is_classifier"]
     rows = {"IS classifier (test classes, held-out real images)":
-            {"accuracy": judges["is_classifier"]["heldout_accuracy"]}}
+            {"accuracy": classifier["heldout_accuracy"],
+             UNIFORM_GUESS: 1 / classifier["n_classes"] if classifier.get("n_classes") else None}}
     rows.update(_attribute_judge_rows(judges.get("attribute_judge") or {}))
-    return pd.DataFrame(rows).T.round(3)
+    return pd.DataFrame(rows).T.astype(float).round(3)
 
 
 def _attribute_judge_rows(report: dict) -> dict:
     """The attribute judge's held-out accuracy (``heldout_rendered``: ``overall`` and
-    ``per_attribute``) as rows of ``judges_table``: the overall one and the lowest attribute's."""
+    ``per_attribute``) as rows of ``judges_table``: the overall one and the lowest attribute's, each
+    with a uniform guess's accuracy when the report names its (toy) dataset."""
     held = report.get("heldout_rendered") or {}
+    values = toy_module(report["dataset"]).ATTRIBUTES if report.get("dataset") else {}
     rows = {}
-    if isinstance(held.get("overall"), (int, float)):
-        rows["attribute judge (held-out rendered images): all attributes"] = {"accuracy": held["overall"]}
     per_attribute = {a: v for a, v in (held.get("per_attribute") or {}).items() if isinstance(v, (int, float))}
+    guess = {a: 1 / len(values[a]) for a in per_attribute if a in values}
+    if isinstance(held.get("overall"), (int, float)):
+        rows["attribute judge (held-out rendered images): all attributes"] = {
+            "accuracy": held["overall"],
+            UNIFORM_GUESS: float(np.mean(list(guess.values()))) if len(guess) == len(per_attribute) and guess else None}
     if per_attribute:
         weakest = min(per_attribute, key=per_attribute.get)
         rows[f"attribute judge (held-out rendered images): lowest attribute, {weakest}"] = {
-            "accuracy": per_attribute[weakest]}
+            "accuracy": per_attribute[weakest], UNIFORM_GUESS: guess.get(weakest)}
     return rows
 
 
 def judge_robustness(judge, images: np.ndarray, attributes: list[dict], seed: int = 0) -> pd.DataFrame:
     """The attribute judge's accuracy per attribute on real images, clean and degraded as generated
-    images are (``attribute_judge.degraded_accuracy``): one row per degradation."""
-    rows = {kind: {**acc["per_attribute"], "overall": acc["overall"]}
-            for kind, acc in degraded_accuracy(judge, images, attributes, seed).items()}
+    images are (``attribute_judge.degraded_accuracy``): one row per degradation, and a last row of
+    what a uniform guess among each attribute's values scores (``overall``: weighted as the
+    accuracy weighs the attributes, by how many images have each)."""
+    accuracy = degraded_accuracy(judge, images, attributes, seed)
+    rows = {kind: {**acc["per_attribute"], "overall": acc["overall"]} for kind, acc in accuracy.items()}
+    counts = next(iter(accuracy.values()))["counts"]
+    guess = {a: 1 / len(judge.attributes[a]) for a in counts}
+    guess["overall"] = sum(counts[a] * guess[a] for a in counts) / sum(counts.values())
+    rows[UNIFORM_GUESS] = guess
     return pd.DataFrame(rows).T.round(3)
 
 

@@ -1,6 +1,7 @@
 """Tables and plots of the generation stage for notebook 03: the generator's shapes and parameter
-counts, the loss curves and sample grids of a ``gan`` run, image grids, interpolation between two
-speech embeddings, and the colour experiment (one colour word of a caption changed, same noise)."""
+counts, the conditioning augmentation (untrained and trained), the loss curves (with their chance
+levels) and sample grids of a ``gan`` run, image grids, interpolation between two speech
+embeddings, and the colour experiment (one colour word of a caption changed, same noise)."""
 from __future__ import annotations
 
 import re
@@ -19,9 +20,12 @@ from ..data.captions import swap_colour
 from ..data.layout import ImageRecord
 from ..data.toy_common import COLOR_NAMES
 from ..gan.blocks import count_parameters
+from ..gan.conditioning import kl_loss
 from ..gan.discriminator import discriminators_from_config
+from ..gan.extensions import Extensions
 from ..gan.generator import Generator
-from ..gan.relation_supervisor import RelationSupervisor
+from ..gan.losses import discriminator_loss, generator_adversarial_loss
+from ..gan.relation_supervisor import RelationSupervisor, relation_generator_loss, relation_supervisor_loss
 
 
 # ------------------------------------------------------------------------------ architecture
@@ -118,6 +122,68 @@ def plot_conditioning(ca: nn.Module, embeddings: torch.Tensor, n: int = 300, see
     return fig
 
 
+def _principal_axes(points: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """The mean of ``points`` (N, d) and their first ``k`` principal axes as columns (d, k)."""
+    mean = points.mean(0)
+    _, _, vt = np.linalg.svd(points - mean, full_matrices=False)
+    return mean, vt[:k].T
+
+
+def plot_trained_conditioning(ca: nn.Module, embeddings: np.ndarray | torch.Tensor, classes: Sequence,
+                              n_species: int = 5, n: int = 300, seed: int = 0) -> plt.Figure:
+    """What a trained CA does with the ``embeddings`` (N, D) of captions of species ``classes`` (N,):
+
+    (a) a histogram of sigma = exp(logvar / 2) over every caption and condition dimension, against
+        the prior's sigma = 1 that the KL term pulls towards;
+    (b) the ``mu`` of the captions of the first ``n_species`` species (by sorted class id),
+        projected on the first two principal axes of those ``mu`` (PCA), one colour per species;
+        grey, ``n`` samples c = mu + sigma * eps of the first of those captions, projected the same
+        way; dotted, the prior N(0, I) seen in that plane (circles of radius 1 and 2 around the
+        projected origin: the projection on orthonormal axes of N(0, I) is N(0, I) in 2-d)."""
+    if ca.cond_dim < 2:
+        raise ValueError(f"a 2-d projection needs cond_dim >= 2, this CA has cond_dim={ca.cond_dim}")
+    weight = ca.fc.weight
+    x = torch.as_tensor(np.asarray(embeddings), dtype=weight.dtype, device=weight.device)
+    classes = np.asarray(classes)
+    if x.dim() != 2 or x.shape[1] != ca.embed_dim:
+        raise ValueError(f"expected embeddings (N, {ca.embed_dim}), got {tuple(x.shape)}")
+    if classes.shape != (len(x),):
+        raise ValueError(f"expected one class per embedding ({len(x)}), got shape {classes.shape}")
+    with torch.no_grad():
+        mu, logvar = (t.float().cpu().numpy() for t in ca.encode(x))
+    sigma = np.exp(0.5 * logvar)
+    shown = np.unique(classes)[:n_species]
+    rows = np.flatnonzero(np.isin(classes, shown))
+    if len(rows) < 2:
+        raise ValueError("the projection needs at least two embeddings of the shown species")
+    mean, axes_2d = _principal_axes(mu[rows])
+
+    fig, (ax_sigma, ax_mu) = plt.subplots(1, 2, figsize=(10.5, 5.2), gridspec_kw={"width_ratios": [1, 1.15]})
+    ax_sigma.hist(sigma.ravel(), bins=40, color="tab:blue", alpha=0.8)
+    ax_sigma.axvline(1.0, ls="--", color="black", label="the prior's sigma = 1")
+    ax_sigma.set(xlabel="sigma (every caption x every condition dimension)", ylabel="count",
+                 title=f"sigma of {len(x)} captions x {ca.cond_dim} dimensions", xlim=(0, None))
+    ax_sigma.legend(fontsize=7)
+
+    origin = (-mean) @ axes_2d
+    for r in (1, 2):
+        ax_mu.add_patch(plt.Circle(tuple(origin), r, fill=False, ls=":", lw=1.5, color="black", zorder=3))
+    first = rows[0]
+    eps = np.random.default_rng(seed).standard_normal((n, ca.cond_dim))
+    cloud = (mu[first] + sigma[first] * eps - mean) @ axes_2d
+    ax_mu.scatter(cloud[:, 0], cloud[:, 1], s=4, alpha=0.3, color="grey",
+                  label=f"{n} samples c of one caption ({shown[0]})")
+    for species in shown:
+        xy = (mu[classes == species] - mean) @ axes_2d
+        ax_mu.scatter(xy[:, 0], xy[:, 1], s=18, alpha=0.85, label=f"mu, {species}")
+    ax_mu.set(aspect="equal", xlabel="PC 1 of mu", ylabel="PC 2 of mu",
+              title="mu by species (dotted: the prior, 1 and 2 sigma)")
+    # below the plot: species names are long, and inside it the legend would hide the points
+    ax_mu.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.16))
+    fig.tight_layout()
+    return fig
+
+
 # ------------------------------------------------------------------------------ training run
 def loss_records(history: dict | list) -> pd.DataFrame:
     """``loss_history.json`` (``{"every", "records"}``) or its list of records, as a table indexed
@@ -128,10 +194,69 @@ def loss_records(history: dict | list) -> pd.DataFrame:
     return pd.DataFrame(records).set_index("iteration")
 
 
-def plot_losses(history: dict | list) -> plt.Figure:
+def chance_losses(gan: GanConfig, batch_size: int | None = None) -> dict[str, float]:
+    """The value each logged loss takes when no network knows anything, computed by the library's own
+    loss functions on chance inputs (so that it follows the code):
+
+    - ``"D"``: one stage's discriminator with logits 0 (probability 0.5) on every term, plus the
+      contrastive extension on a (B, B) matrix of equal scores when ``gan.contrastive_coeff > 0``;
+    - ``"G_adv"``: one stage's adversarial term of the generator against such a discriminator;
+    - ``"RS"`` and ``"G_RS"``: the relation supervisor with uniform logits over its classes;
+    - ``"KL"``: a CA that returns the prior N(0, I) whatever the caption (mu = 0, log sigma^2 = 0);
+    - ``"G"``: the generator's total as ``GanTrainer.train_step`` weighs it (``gan.kl_coeff``,
+      ``gan.rs_coeff``), over ``len(gan.stage_sizes)`` stages.
+
+    ``batch_size``: B of the contrastive term, the batch of one process (default ``gan.batch_size``;
+    under DDP each process's share)."""
+    b = int(batch_size or gan.batch_size)
+    zeros = torch.zeros(b)
+    extensions = Extensions.from_config(gan)
+    equal_scores = torch.zeros(b, b) if extensions.wants_match else None
+    d = discriminator_loss((zeros, zeros), (zeros, zeros), (zeros, zeros)) + extensions.discriminator_term(equal_scores)
+    g_adv = generator_adversarial_loss((zeros, zeros)) + extensions.generator_term(equal_scores)
+    with torch.device("meta"):   # only its number of classes is read
+        n_classes = RelationSupervisor(1).net[-1].out_features
+
+    def uniform(f_a: torch.Tensor, f_b: torch.Tensor) -> torch.Tensor:   # an RS that knows nothing
+        return torch.zeros(len(f_a), n_classes)
+
+    f = torch.zeros(b, 1)
+    rs = relation_supervisor_loss(uniform, f, f, f, f, gan.rs_mode)
+    g_rs = relation_generator_loss(uniform, f, f)
+    kl = kl_loss(torch.zeros(b, gan.condition_dim), torch.zeros(b, gan.condition_dim))
+    g = len(gan.stage_sizes) * g_adv + gan.kl_coeff * kl + (gan.rs_coeff * g_rs if gan.relation_supervisor else 0.0)
+    # + 0.0: the KL of the prior comes out as -0.0
+    return {k: float(v) + 0.0 for k, v in {"D": d, "G_adv": g_adv, "RS": rs, "G_RS": g_rs, "KL": kl, "G": g}.items()}
+
+
+def _chance_of(column: str, chance: dict[str, float]) -> float | None:
+    """The ``chance_losses`` entry of a logged loss column (D16 -> "D", G16 -> "G_adv", ...)."""
+    if re.fullmatch(r"D\d+", column):
+        return chance["D"]
+    if re.fullmatch(r"G\d+", column):
+        return chance["G_adv"]
+    return chance.get(column)
+
+
+def _draw_chance(ax: plt.Axes, columns: Sequence[str], chance: dict[str, float]) -> None:
+    """A dashed grey line per distinct chance value of ``columns``; its label names the columns it
+    is for, unless one line serves them all."""
+    groups: dict[float, list[str]] = {}
+    for c in columns:
+        value = _chance_of(c, chance)
+        if value is not None:
+            groups.setdefault(round(value, 6), []).append(c)
+    for i, (value, cols) in enumerate(groups.items()):
+        label = "chance" if cols == list(columns) else f"chance ({', '.join(cols)})"
+        ax.axhline(value, ls="--" if i == 0 else ":", lw=1.2, color="grey", label=label, zorder=0)
+
+
+def plot_losses(history: dict | list, gan: GanConfig | None = None) -> plt.Figure:
     """Four panels: the discriminators (one line per stage), the generator (total and its adversarial
-    terms per stage and its RS term), the relation supervisor, and the KL term."""
+    terms per stage and its RS term), the relation supervisor, and the KL term. With ``gan`` (the
+    run's ``GanConfig``), each panel also has a dashed grey line at chance (``chance_losses``)."""
     df = loss_records(history)
+    chance = chance_losses(gan) if gan is not None else None
     style = "o-" if len(df) < 20 else "-"
     panels = [("discriminators", [c for c in df if re.fullmatch(r"D\d+", c)]),
               ("generator", [c for c in df if c == "G" or re.fullmatch(r"G\d+|G_RS", c)]),
@@ -141,8 +266,10 @@ def plot_losses(history: dict | list) -> plt.Figure:
     for ax, (title, cols) in zip(axes, panels):
         for c in cols:
             ax.plot(df.index, df[c], style, ms=3, lw=2 if c == "G" else 1, label=c)
+        if chance is not None:
+            _draw_chance(ax, cols, chance)
         ax.set(title=title, xlabel="iteration")
-        if len(cols) > 1:
+        if len(ax.get_legend_handles_labels()[1]) > 1:
             ax.legend(fontsize=7)
     axes[0].set_ylabel("loss (mean over the logging window)")
     fig.tight_layout()

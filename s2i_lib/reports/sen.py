@@ -1,6 +1,7 @@
 """Tables and plots of a trained SEN for notebook 02."""
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -8,26 +9,108 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+import torch
 
 from ..artifacts import load_array, read_json
+from ..config import SenConfig
 from ..data.captions import word_kind
 from ..data.layout import read_dataset
 from ..speech.features import FeatureStore
 from ..speech.synthesis import read_jsonl
+from ..sen.losses import distinctive_loss, matching_loss
+from ..sen.retrieval import attribute_precision_chance, expected_average_precision
 from ..sen.training import backbone_features
 
 
-def results_table(sen_dir: str | Path) -> pd.DataFrame:
-    """The test-set retrieval metrics: one row per query kind (training voices, held-out, text)."""
+CHANCE_ROW = "chance (random ranking)"
+
+
+def retrieval_chance(records: Sequence, image_pos: Sequence[int], caption_index: Sequence[int],
+                     ks: Sequence[int] = (1, 5, 10), k_attribute: int = 10) -> dict[str, float]:
+    """What a uniformly random ranking scores on average, under the names of
+    ``sen.training.retrieval_figures``, for queries that are the captions ``caption_index[q]`` of
+    the images ``records[image_pos[q]]``, each searched against all of ``records`` (N images):
+
+    - ``speech_to_image_R@k``: k / N (one relevant image); ``speech_to_image_median_rank``: the
+      middle rank, (N + 1) / 2;
+    - ``image_to_speech_R@k`` (only when every image has a query, as there): the chance that one of
+      an image's c queries is among k drawn from the Q queries, 1 - C(Q - c, k) / C(Q, k), averaged
+      over the images;
+    - ``class_mAP_all_queries`` and ``class_mAP_one_query_per_class`` (the first caption-0 query
+      of each class): ``sen.retrieval.expected_average_precision`` of the query's class size;
+    - ``attribute_precision@k_attribute`` (records with mentions): ``attribute_precision_chance``."""
+    image_pos, caption_index = np.asarray(image_pos, dtype=int), np.asarray(caption_index, dtype=int)
+    if image_pos.shape != caption_index.shape or image_pos.ndim != 1 or not len(image_pos):
+        raise ValueError(f"need one image position and one caption index per query, got shapes "
+                         f"{image_pos.shape} and {caption_index.shape}")
+    n = len(records)
+    image_class = np.array([r.class_id for r in records])
+    class_size = {c: int(k) for c, k in zip(*np.unique(image_class, return_counts=True))}
+    chance: dict[str, float] = {f"speech_to_image_R@{k}": min(k, n) / n for k in ks}
+    chance["speech_to_image_median_rank"] = (n + 1) / 2
+    q = len(image_pos)
+    per_image = np.bincount(image_pos, minlength=n)
+    if (per_image > 0).all():
+        for k in ks:
+            drawn = min(k, q)
+            chance[f"image_to_speech_R@{k}"] = float(np.mean([1 - math.comb(q - c, drawn) / math.comb(q, drawn)
+                                                            for c in per_image]))
+    query_class = image_class[image_pos]
+    chance["class_mAP_all_queries"] = float(np.mean([expected_average_precision(class_size[c], n)
+                                                     for c in query_class]))
+    first = np.unique(query_class[caption_index == caption_index.min()])
+    chance["class_mAP_one_query_per_class"] = float(np.mean([expected_average_precision(class_size[c], n)
+                                                             for c in first]))
+    if records and records[0].mentions is not None:
+        mentions = [records[p].mentions[c] for p, c in zip(image_pos, caption_index)]
+        chance[f"attribute_precision@{k_attribute}"] = attribute_precision_chance(
+            mentions, [r.attributes for r in records])
+    return chance
+
+
+def results_table(sen_dir: str | Path, chance: dict[str, float] | None = None) -> pd.DataFrame:
+    """The test-set retrieval metrics: one row per query kind (training voices, held-out, text), and
+    with ``chance`` (``retrieval_chance``) a last row of what a random ranking scores."""
     results = read_json(Path(sen_dir) / "results.json")
     table = pd.DataFrame(results).T
+    if chance is not None:
+        table.loc[CHANCE_ROW] = pd.Series(chance).round(4)   # as results.json rounds
     table.columns = [c.replace("speech_to_image", "query→image").replace("image_to_speech", "image→query")
                      for c in table.columns]
     return table
 
 
-def plot_training(sen_dir: str | Path) -> plt.Figure:
-    """Loss per epoch and validation class mAP, for the speech model and the text baseline."""
+def chance_losses(sen: SenConfig, n_classes: int | None = None) -> dict[str, float]:
+    """The SEN's losses when the encoders know nothing, computed by the library's own loss functions
+    on chance inputs (so that they follow the code):
+
+    - ``"matching"``: ``matching_loss`` on a batch of ``sen.batch_size`` pairs whose similarities are
+      all equal (every embedding the same unit vector): each direction's softmax is uniform over
+      the B candidates, log B, and the two directions add up. A batch holding two captions of one
+      species has fewer candidates (the same-class mask) and a little less.
+    - ``"distinctive"``: ``distinctive_loss`` of a classifier with equal logits over the
+      ``n_classes`` training classes (2 log C), 0 with ``sen.distinctive_loss`` off.
+    - ``"total"``: their sum, as ``train_sen_model`` adds them.
+
+    Without ``n_classes`` (and the distinctive loss on) only ``"matching"`` is given."""
+    b = sen.batch_size
+    same = torch.nn.functional.normalize(torch.ones(b, sen.embed_dim), dim=1)
+    chance = {"matching": float(matching_loss(same, same, None, sen.gamma))}
+    if not sen.distinctive_loss:
+        chance["distinctive"] = 0.0
+    elif n_classes is not None:
+        def uniform(x: torch.Tensor) -> torch.Tensor:   # a classifier that knows nothing
+            return torch.zeros(len(x), n_classes)
+        chance["distinctive"] = float(distinctive_loss(uniform, same, same, torch.zeros(b, dtype=torch.long)))
+    if "distinctive" in chance:
+        chance["total"] = chance["matching"] + chance["distinctive"]
+    return chance
+
+
+def plot_training(sen_dir: str | Path, sen: SenConfig | None = None, n_classes: int | None = None) -> plt.Figure:
+    """Loss per epoch and validation class mAP, for the speech model and the text baseline. With
+    ``sen`` (the run's ``SenConfig``) the loss panel has dashed grey lines at chance
+    (``chance_losses``; the total's only with ``n_classes``, the training classes)."""
     figures = read_json(Path(sen_dir) / "metrics.json")["figures"]
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(10, 3.2))
     for name in ("speech", "text"):
@@ -38,6 +121,11 @@ def plot_training(sen_dir: str | Path) -> plt.Figure:
         ax_loss.plot(h["epoch"], h["matching"], "--", label=f"{name}: matching")
         ax_val.plot(h["val_epoch"], h["val_class_mAP"], "o-", label=name)
         ax_val.axvline(h["best_epoch"], ls=":", color=ax_val.lines[-1].get_color())
+    if sen is not None:
+        chance = chance_losses(sen, n_classes)
+        for key, style in (("total", (0, (6, 3))), ("matching", (0, (2, 2)))):
+            if key in chance:
+                ax_loss.axhline(chance[key], ls=style, lw=1.2, color="grey", zorder=0, label=f"chance ({key})")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="training loss")
     ax_val.set(xlabel="epoch", ylabel="class mAP", title="validation classes (dotted: kept epoch)")
     ax_loss.legend(fontsize=7)
@@ -255,9 +343,10 @@ def plot_listening(heard, dataset: str) -> plt.Figure:
     return fig
 
 
-def listening_table(sen_dir: str | Path, k: int = 10) -> pd.DataFrame:
+def listening_table(sen_dir: str | Path, k: int = 10, chance: dict[str, float] | None = None) -> pd.DataFrame:
     """Speech->image retrieval of every query group of the sen step, the listening tests
-    included, with each group's attribute P@k against the training voices'."""
+    included, with each group's attribute P@k against the training voices'; with ``chance``
+    (``retrieval_chance`` of the listening captions) a last row of what a random ranking scores."""
     results = read_json(Path(sen_dir) / "results.json")
     key = f"attribute_precision@{k}"
     table = pd.DataFrame({name: {key: r.get(key), "speech_to_image_R@10": r.get("speech_to_image_R@10"),
@@ -265,4 +354,6 @@ def listening_table(sen_dir: str | Path, k: int = 10) -> pd.DataFrame:
                           for name, r in results.items() if name != "text"}).T
     if key in table and "speech (training voices)" in table.index and table[key].notna().all():
         table.insert(1, "vs training voices", table[key].astype(float) - float(table.loc["speech (training voices)", key]))
+    if chance is not None:
+        table.loc[CHANCE_ROW] = pd.Series({c: round(chance[c], 4) for c in table.columns if c in chance})
     return table

@@ -17,6 +17,8 @@ never build the whole similarity matrix.
   by class id (the original's sort was not stable), normally among the caption-0 utterances.
 - ``attribute_precision_at_k``: share of the top-k retrieved images whose ground-truth attributes
   agree with every attribute the spoken query mentions (toy datasets only).
+- ``expected_average_precision`` and ``attribute_precision_chance``: what a uniformly random ranking
+  scores on average (the chance levels the notebooks read the figures against).
 """
 from __future__ import annotations
 
@@ -120,6 +122,24 @@ def average_precision(scores: Any, relevant: Any) -> float:
     return float(_average_precisions(scores, relevant)[0])
 
 
+def expected_average_precision(n_relevant: int, n_items: int) -> float:
+    r"""The mean AP of a uniformly random ranking of ``n_items`` (N) items of which ``n_relevant`` (R)
+    are relevant. Rank k holds a relevant item with probability R/N, and given that, the other k - 1
+    items above it hold (k - 1)(R - 1)/(N - 1) relevant ones on average, so
+
+    $$\mathbb{E}[\mathrm{AP}] = \frac{1}{R}\sum_{k=1}^{N} \frac{R}{N}\cdot\frac{1 + (k-1)\frac{R-1}{N-1}}{k}
+      = \frac{1}{N}\Big(H_N + \frac{R-1}{N-1}\,(N - H_N)\Big),$$
+
+    with $H_N$ the N-th harmonic number: above R/N, the share of relevant items (the relevant item
+    that a random ranking happens to put near the top weighs most)."""
+    if not 1 <= n_relevant <= n_items:
+        raise ValueError(f"need 1 <= n_relevant <= n_items, got {n_relevant} and {n_items}")
+    if n_items == 1:
+        return 1.0
+    harmonic = float(np.sum(1.0 / np.arange(1, n_items + 1)))
+    return (harmonic + (n_relevant - 1) / (n_items - 1) * (n_items - harmonic)) / n_items
+
+
 def class_map(query_emb: Any, query_class: Any, gallery_emb: Any, gallery_class: Any) -> float:
     """Mean over queries of the class-level AP (relevant = the gallery items of the query's class).
 
@@ -158,6 +178,23 @@ def class_map_one_query_per_class(sp_emb: Any, sp_class: Any, img_emb: Any, img_
 
 def _key(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
+
+
+def attribute_precision_chance(mentions: Sequence[dict | None], img_attributes: Sequence[dict]) -> float:
+    """``attribute_precision_at_k`` of a uniformly random ranking, on average, for any k up to the
+    number of images: each of the top k is a random image, so the precision of a query is the share
+    of the images that agree with everything it mentions. Averaged over the queries that mention
+    something (the others are skipped, as there); NaN if none does."""
+    agree_cache: dict[tuple[str, str], np.ndarray] = {}   # one vector per (attribute, value), as there
+
+    def agrees(attr: str, value: Any) -> np.ndarray:
+        key = (attr, _key(value))
+        if key not in agree_cache:
+            agree_cache[key] = np.array([attr in a and _key(a[attr]) == key[1] for a in img_attributes])
+        return agree_cache[key]
+
+    shares = [float(np.logical_and.reduce([agrees(a, v) for a, v in m.items()]).mean()) for m in mentions if m]
+    return float(np.mean(shares)) if shares else float("nan")
 
 
 def attribute_precision_at_k(sp_emb: Any, mentions: Sequence[dict | None], img_emb: Any,

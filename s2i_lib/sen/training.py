@@ -184,6 +184,13 @@ def retrieval_figures(sp: np.ndarray, queries: Queries, img: np.ndarray, records
 
 
 # ---------------------------------------------------------------------------------- training
+MAX_SKIPPED_STEPS = 5   # per epoch: more than a rare numerical accident, the training has diverged
+
+
+def _finite(x: torch.Tensor) -> bool:
+    return bool(torch.isfinite(x).all())
+
+
 def train_sen_model(model: SenModel, train_q: Queries, train_feats: np.ndarray, train_labels: np.ndarray,
                     train_class: np.ndarray, val_q: Queries, val_feats: np.ndarray,
                     val_records: list[ImageRecord], cfg: SenConfig, out_dir: Path, tag: str,
@@ -231,7 +238,7 @@ def train_sen_model(model: SenModel, train_q: Queries, train_feats: np.ndarray, 
         n_batches = len(order) // cfg.batch_size                             # drop_last
         batches = np.random.permutation(n_batches)
         sums = np.zeros(3)
-        steps = 0
+        steps = skipped = 0
         for b in batches:
             idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             batch, qs = images[idx], chosen[idx]
@@ -245,14 +252,25 @@ def train_sen_model(model: SenModel, train_q: Queries, train_feats: np.ndarray, 
             l_dist = (distinctive_loss(model.classifier, im, sp, labels[batch].to(device))
                       if cfg.distinctive_loss else torch.zeros((), device=device))
             loss = l_match + l_dist
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"SEN ({tag}) loss became {loss.item()} at epoch {epoch + 1}; "
-                                         f"the last good checkpoint {ckpt_path} is kept; lower sen.lr")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if torch.isfinite(loss):
+                loss.backward()
+            if not (torch.isfinite(loss) and _finite(torch.nn.utils.get_total_norm(
+                    [p.grad for p in params if p.grad is not None]))):
+                # a step that would write NaN into the weights is skipped, as torch's GradScaler
+                # skips them; it happens, rarely, in bf16 (docs/experiments.md)
+                skipped += 1
+                if skipped > MAX_SKIPPED_STEPS:
+                    raise FloatingPointError(
+                        f"SEN ({tag}): {skipped} steps had a non-finite loss or gradient (the last at epoch "
+                        f"{epoch + 1}); the last good checkpoint {ckpt_path} is kept; lower sen.lr")
+                continue
             optimizer.step()
             sums += (loss.item(), l_match.item(), l_dist.item())
             steps += 1
+        if steps == 0 and skipped:
+            raise FloatingPointError(f"SEN ({tag}): every step of epoch {epoch + 1} had a non-finite loss or "
+                                     f"gradient; the last good checkpoint {ckpt_path} is kept; lower sen.lr")
         if steps == 0:
             raise ValueError(f"sen.batch_size={cfg.batch_size} is larger than the "
                              f"{len(images)} training images: no full batch")
@@ -261,6 +279,7 @@ def train_sen_model(model: SenModel, train_q: Queries, train_feats: np.ndarray, 
             history[key].append(round(float(v), 5))
         history["epoch"].append(epoch + 1)
         history["lr"].append(lr)
+        history.setdefault("skipped_steps", []).append(skipped)   # an older checkpoint's history has none
         bar.set_postfix(loss=f"{mean[0]:.3f}")
         if (epoch + 1) % eval_every == 0 or epoch + 1 == cfg.epochs:
             sp = embed_queries(model.query_encoder, val_q, 256, device)
