@@ -135,3 +135,20 @@ def test_training_whose_every_step_is_non_finite_stops_with_one_clear_error(run,
     with pytest.raises(FloatingPointError, match="non-finite loss or gradient.*lower sen.lr"):
         train_sen_model(model, *inputs, sen, tmp_path, "t", torch.device("cpu"), 0)
     assert not (tmp_path / "t_speech_checkpoint.pt").exists() and not list(tmp_path.glob("*checkpoint*"))
+
+
+def test_more_skipped_steps_than_allowed_in_one_epoch_stop_the_training(run, tmp_path, monkeypatch):
+    import s2i_lib.sen.training as training
+    cfg, runs, _ = run
+    model, inputs = _tiny_training_inputs(cfg, runs)
+    calls = []
+
+    def nan_once(grad):
+        calls.append(1)
+        return torch.full_like(grad, float("nan")) if len(calls) == 1 else grad
+
+    model.query_encoder.gru.forward_layers[0].weight_hh_l0.register_hook(nan_once)
+    monkeypatch.setattr(training, "MAX_SKIPPED_STEPS", 0)   # the one skip is already too many
+    sen = load_config("smoke", {**TINY, "sen.epochs": 1}).sen
+    with pytest.raises(FloatingPointError, match="1 steps of epoch 1 had a non-finite loss or gradient"):
+        train_sen_model(model, *inputs, sen, tmp_path, "t", torch.device("cpu"), 0)

@@ -258,12 +258,12 @@ def train_sen_model(model: SenModel, train_q: Queries, train_feats: np.ndarray, 
             if not (torch.isfinite(loss) and _finite(torch.nn.utils.get_total_norm(
                     [p.grad for p in params if p.grad is not None]))):
                 # a step that would write NaN into the weights is skipped, as torch's GradScaler
-                # skips them; it happens, rarely, in bf16 (docs/experiments.md)
+                # skips them; it happened, rarely and not reproducibly, in the bf16 training (docs/experiments.md)
                 skipped += 1
                 if skipped > MAX_SKIPPED_STEPS:
                     raise FloatingPointError(
-                        f"SEN ({tag}): {skipped} steps had a non-finite loss or gradient (the last at epoch "
-                        f"{epoch + 1}); the last good checkpoint {ckpt_path} is kept; lower sen.lr")
+                        f"SEN ({tag}): {skipped} steps of epoch {epoch + 1} had a non-finite loss or gradient; "
+                        f"the last good checkpoint {ckpt_path} is kept; lower sen.lr")
                 continue
             optimizer.step()
             sums += (loss.item(), l_match.item(), l_dist.item())
