@@ -23,7 +23,7 @@ never build the whole similarity matrix.
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -180,20 +180,30 @@ def _key(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
+def _agreement(img_attributes: Sequence[dict]) -> Callable[[dict], np.ndarray]:
+    """A function of a query's mentions (attribute -> value) giving the boolean vector of the images
+    whose attributes agree with all of them; one vector per (attribute, value), built once."""
+    cache: dict[tuple[str, str], np.ndarray] = {}
+
+    def agreement(mentions: dict) -> np.ndarray:
+        agree = np.ones(len(img_attributes), dtype=bool)
+        for attr, value in mentions.items():
+            key = (attr, _key(value))
+            if key not in cache:
+                cache[key] = np.array([attr in a and _key(a[attr]) == key[1] for a in img_attributes], dtype=bool)
+            agree &= cache[key]
+        return agree
+
+    return agreement
+
+
 def attribute_precision_chance(mentions: Sequence[dict | None], img_attributes: Sequence[dict]) -> float:
     """``attribute_precision_at_k`` of a uniformly random ranking, on average, for any k up to the
     number of images: each of the top k is a random image, so the precision of a query is the share
     of the images that agree with everything it mentions. Averaged over the queries that mention
     something (the others are skipped, as there); NaN if none does."""
-    agree_cache: dict[tuple[str, str], np.ndarray] = {}   # one vector per (attribute, value), as there
-
-    def agrees(attr: str, value: Any) -> np.ndarray:
-        key = (attr, _key(value))
-        if key not in agree_cache:
-            agree_cache[key] = np.array([attr in a and _key(a[attr]) == key[1] for a in img_attributes])
-        return agree_cache[key]
-
-    shares = [float(np.logical_and.reduce([agrees(a, v) for a, v in m.items()]).mean()) for m in mentions if m]
+    agreement = _agreement(img_attributes)
+    shares = [float(agreement(m).mean()) for m in mentions if m]
     return float(np.mean(shares)) if shares else float("nan")
 
 
@@ -210,15 +220,7 @@ def attribute_precision_at_k(sp_emb: Any, mentions: Sequence[dict | None], img_e
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     k = min(k, len(im))
-    # one boolean vector over the images per (attribute, value), built once
-    agree_cache: dict[tuple[str, str], np.ndarray] = {}
-
-    def agrees(attr: str, value: Any) -> np.ndarray:
-        key = (attr, _key(value))
-        if key not in agree_cache:
-            agree_cache[key] = np.array([attr in a and _key(a[attr]) == key[1] for a in img_attributes])
-        return agree_cache[key]
-
+    agreement = _agreement(img_attributes)
     queries = [q for q, m in enumerate(mentions) if m]
     if not queries:
         return float("nan")
@@ -226,10 +228,7 @@ def attribute_precision_at_k(sp_emb: Any, mentions: Sequence[dict | None], img_e
     for start in range(0, len(queries), _BLOCK):
         block = queries[start:start + _BLOCK]
         sims = sp[block] @ im.T
-        agree = np.ones_like(sims, dtype=bool)
-        for row, q in enumerate(block):
-            for attr, value in mentions[q].items():
-                agree[row] &= agrees(attr, value)
+        agree = np.stack([agreement(mentions[q]) for q in block])
         order = np.lexsort((agree, -sims), axis=-1)[:, :k]
         precisions.append(np.take_along_axis(agree, order, axis=1).mean(axis=1))
     return float(np.concatenate(precisions).mean())

@@ -253,10 +253,11 @@ def train_sen_model(model: SenModel, train_q: Queries, train_feats: np.ndarray, 
                       if cfg.distinctive_loss else torch.zeros((), device=device))
             loss = l_match + l_dist
             optimizer.zero_grad(set_to_none=True)
-            if torch.isfinite(loss):
+            finite = _finite(loss)
+            if finite:
                 loss.backward()
-            if not (torch.isfinite(loss) and _finite(torch.nn.utils.get_total_norm(
-                    [p.grad for p in params if p.grad is not None]))):
+                finite = _finite(torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None]))
+            if not finite:
                 # a step that would write NaN into the weights is skipped, as torch's GradScaler
                 # skips them; it happened, rarely and not reproducibly, in the bf16 training (docs/experiments.md)
                 skipped += 1
