@@ -2,11 +2,12 @@
 results (on the smoke profile's real run)."""
 import numpy as np
 import pytest
+import torch
 
 from s2i_lib.config import ConfigError, load_config
 from s2i_lib.speech.acoustics import room_impulse_response
 from s2i_lib.speech.listening import (DEGRADATIONS, ListeningGroup, degrade, listening_captions,
-                                      listening_groups)
+                                      listening_groups, speak_groups)
 from s2i_lib.speech.tts import ESpeakSynthesizer
 
 RATE = 22050
@@ -86,6 +87,35 @@ def test_listening_captions_spread_over_the_test_images():
     assert set(cap) == set(range(5))
     pos, cap = listening_captions(4, 2, 6)
     assert pos.tolist() == [0, 1, 2, 3] and cap.tolist() == [0, 1, 0, 1]
+
+
+def _correlation(x, y):
+    n = min(len(x), len(y))
+    return float(torch.corrcoef(torch.stack([x[:n].flatten(), y[:n].flatten()]))[0, 1])
+
+
+def test_speaking_the_groups_in_two_processes_says_what_one_process_says():
+    """The listening tests share their utterances among worker processes: each group must hear
+    each of its captions as one process would have said it, in its order. (Not bit for bit: eSpeak's
+    output depends a little on what its process said before, tts.py.)"""
+    cfg = load_config("smoke")
+    texts = ["a small bird with a yellow belly and brown wings", "this bird has a red crown",
+             "a large bird with blue wings, a white belly and a long pointed beak"]
+    jobs = [(ListeningGroup("clean", "espeak:en-us"), texts),
+            (ListeningGroup("noisy", "espeak:en-us", "noise_10db"), texts),
+            (ListeningGroup("caribbean", "espeak:en-029"), texts[::-1])]
+    one = speak_groups(jobs, cfg.speech, seed=3, workers=1, progress=False)
+    two = speak_groups(jobs, cfg.speech, seed=3, workers=2, progress=False, min_parallel=0, chunk=2)
+    assert [len(f) for f in two] == [3, 3, 3]
+    for a, b in zip(one, two):
+        for x, y in zip(a, b):
+            assert y.shape[1] == cfg.speech.n_mels and abs(len(x) - len(y)) <= 0.02 * len(x)
+            assert _correlation(x, y) > 0.85
+    # the captions differ in length, so one said in another's place would show
+    assert len({len(f) for f in two[0]}) == 3
+    # the noisy group says each caption as the clean one does (same length), through noise
+    for clean, noisy in zip(two[0], two[1]):
+        assert abs(len(clean) - len(noisy)) <= 0.02 * len(clean) and _correlation(clean, noisy) < 0.8
 
 
 @pytest.mark.parametrize("key,value,match", [

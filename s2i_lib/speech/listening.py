@@ -28,11 +28,12 @@ import numpy as np
 import torch
 
 from ..data.captions import rephrase
+from ..device import cpu_count
 from ..progress import tqdm
 from ..voices import DEGRADATIONS, parse_voice
 from .acoustics import REVERB_RT60_S, _generator, add_white_noise, reverberate, telephone
 from .features import log_mel
-from .synthesis import normalise_caption
+from .synthesis import imap_unordered, normalise_caption
 from .tts import load_synthesizer, sample_params
 
 LABELS = {"noise_10db": "noise at 10 dB SNR", "reverb": "reverberation (RT60 0.6 s)",
@@ -106,17 +107,55 @@ def listening_captions(n_images: int, captions_per_image: int, n: int) -> tuple[
     return pos, np.arange(n) % captions_per_image
 
 
-def speak_group(group: ListeningGroup, texts: Sequence[str], speech_cfg, seed: int = 0,
-                progress: bool = True) -> list[torch.Tensor]:
-    """Log-mel features (T, n_mels) of every text said as ``group`` hears it: the speech step's
-    normalisation, prosody drawn per utterance from ``seed``, then the group's degradation."""
+def speak_groups(jobs: Sequence[tuple[ListeningGroup, Sequence[str]]], speech_cfg, seed: int = 0,
+                 workers: int = 1, progress: bool = True, min_parallel: int = 200,
+                 chunk: int = 25) -> list[list[torch.Tensor]]:
+    """Log-mel features (T, n_mels) of every text of each ``(group, texts)`` of ``jobs``, said as
+    the group hears it: the speech step's normalisation, prosody drawn per utterance from ``seed``,
+    then the group's degradation. One list of features per job, in the order of its texts.
+
+    From ``min_parallel`` utterances on, chunks of ``chunk`` utterances are shared among ``workers``
+    spawned processes, one synthesizer and torch thread each, as the speech step synthesizes: the
+    natural voice is the bulk of the work, and one process with two threads per library is slower
+    than two processes with one (x1.49 on the default profile, docs/experiments.md). Each utterance's prosody and noise are drawn from
+    ``(seed, its index in its group)``, so how the work is shared changes only what the synthesizers
+    themselves vary from run to run (Piper's unseeded noise, eSpeak's dependence on what its process
+    said before: ``tts.py``)."""
     s = speech_cfg
-    synth = load_synthesizer(group.voice, s.sample_rate)
-    out = []
-    for i, text in enumerate(tqdm(texts, desc=f"listening: {group.name}", disable=not progress, leave=False)):
-        key = f"listening-{i}"
-        wave = synth.synthesize(normalise_caption(text, s.max_caption_chars), sample_params(group.voice, seed, key))
-        if group.degradation:
-            wave = degrade(wave, s.sample_rate, group.degradation, seed, key)
-        out.append(log_mel(wave, s.sample_rate, s.n_mels, s.win_ms, s.hop_ms))
+    settings = {"sample_rate": s.sample_rate, "n_mels": s.n_mels, "win_ms": s.win_ms, "hop_ms": s.hop_ms,
+                "max_caption_chars": s.max_caption_chars}
+    n_utts = sum(len(texts) for _, texts in jobs)
+    workers = max(1, min(int(workers), cpu_count()))
+    parallel = workers > 1 and n_utts >= min_parallel
+    threads = 1 if parallel else None     # None: one process, the libraries' own thread counts
+    chunks = [(j, start, group.voice, group.degradation, list(texts[start:start + chunk]), settings, seed, threads)
+              for j, (group, texts) in enumerate(jobs) for start in range(0, len(texts), chunk)]
+    out: list[list] = [[None] * len(texts) for _, texts in jobs]
+    results = imap_unordered(_speak_chunk, chunks, workers) if parallel else map(_speak_chunk, chunks)
+    with tqdm(total=n_utts, unit="utt", desc="listening tests", disable=not progress, leave=False) as bar:
+        for j, start, feats in results:
+            out[j][start:start + len(feats)] = [torch.from_numpy(f) for f in feats]
+            bar.update(len(feats))
     return out
+
+
+_SYNTHS: dict[tuple[str, int, int | None], object] = {}   # per process: loaded once, used by every chunk
+
+
+def _speak_chunk(args: tuple) -> tuple[int, int, list[np.ndarray]]:
+    """Worker: the features of ``texts``, the utterances ``start``, ``start + 1``, ... of job ``j``."""
+    j, start, voice, degradation, texts, s, seed, threads = args
+    if threads:
+        torch.set_num_threads(threads)    # a worker process of speak_groups: the parallelism is across them
+    key = (voice, s["sample_rate"], threads)
+    if key not in _SYNTHS:
+        _SYNTHS[key] = load_synthesizer(voice, s["sample_rate"], threads=threads)
+    synth = _SYNTHS[key]
+    feats = []
+    for i, text in enumerate(texts, start):
+        key_i = f"listening-{i}"
+        wave = synth.synthesize(normalise_caption(text, s["max_caption_chars"]), sample_params(voice, seed, key_i))
+        if degradation:
+            wave = degrade(wave, s["sample_rate"], degradation, seed, key_i)
+        feats.append(log_mel(wave, s["sample_rate"], s["n_mels"], s["win_ms"], s["hop_ms"]).numpy())
+    return j, start, feats

@@ -25,7 +25,7 @@ from ..sen.training import (Queries, SenModel, TextEncoder, backbone_features, e
                             retrieval_figures, speech_queries, text_queries, train_sen_model,
                             validation_classes)
 from ..speech.features import FeatureStore, pad_collate
-from ..speech.listening import group_texts, listening_captions, listening_groups, speak_group
+from ..speech.listening import group_texts, listening_captions, listening_groups, speak_groups
 
 
 def train_sen_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
@@ -121,23 +121,29 @@ def train_sen_step(cfg: Config, out_dir: Path, inputs: dict[str, Path]) -> dict:
     return figures
 
 
-def listening_tests(cfg: Config, encoder: nn.Module, test: list[ImageRecord], img_test: np.ndarray,
-                    device: torch.device, emb_dir: Path, progress: bool = True) -> dict:
-    """Retrieval figures of every listening group (``speech/listening.py``) on the same test
-    captions; each group's embeddings go to ``emb_dir/listening/<group>.npy``, indexed by
-    ``emb_dir/listening.json`` (the evaluation generates images from them)."""
+def listening_jobs(cfg: Config, test: list[ImageRecord]) -> tuple[np.ndarray, np.ndarray, list]:
+    """(image positions, caption indices, [(group, what it says), ...]) of the listening tests
+    (``speech/listening.py``): every group says the same test captions, or their attributes in held-out
+    frames; a group with nothing to say (held-out phrasings of a real dataset) is left out."""
     groups = listening_groups(cfg.speech, cfg.sen)
-    if not groups:
-        return {}
     pos, cap = listening_captions(len(test), cfg.speech.captions_per_image, cfg.sen.listening_captions)
     texts = [test[p].captions[c] for p, c in zip(pos, cap)]
     mentions = [test[p].mentions[c] for p, c in zip(pos, cap)] if test[0].mentions is not None else None
+    said = [(g, group_texts(g, texts, mentions, cfg.data.dataset, cfg.seed)) for g in groups]
+    return pos, cap, [(g, t) for g, t in said if t is not None]
+
+
+def listening_tests(cfg: Config, encoder: nn.Module, test: list[ImageRecord], img_test: np.ndarray,
+                    device: torch.device, emb_dir: Path, progress: bool = True) -> dict:
+    """Retrieval figures of every listening group (``listening_jobs``) on the same test
+    captions; each group's embeddings go to ``emb_dir/listening/<group>.npy``, indexed by
+    ``emb_dir/listening.json`` (the evaluation generates images from them)."""
+    pos, cap, jobs = listening_jobs(cfg, test)
+    if not jobs:
+        return {}
+    spoken = speak_groups(jobs, cfg.speech, cfg.seed, cfg.speech.workers, progress)
     results, index = {}, {}
-    for group in groups:
-        said = group_texts(group, texts, mentions, cfg.data.dataset, cfg.seed)
-        if said is None:   # held-out phrasings of captions without an attribute list (real data)
-            continue
-        feats = speak_group(group, said, cfg.speech, cfg.seed, progress)
+    for (group, said), feats in zip(jobs, spoken):
         queries = Queries(pos, cap, np.ones(len(pos), bool), [group.voice] * len(pos),
                           np.array([len(f) for f in feats]),
                           lambda qs, feats=feats: pad_collate([feats[int(q)] for q in qs]))
