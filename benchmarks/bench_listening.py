@@ -8,9 +8,9 @@ accents, the natural voice, the degraded and rephrased copies) before it embeds 
 speaks every group of the profile on the profile's listening captions in both ways, alternating
 over ``--rounds``: ``one process`` (the libraries' own thread counts: onnxruntime and torch on
 every core) and ``workers`` (the speech step's ``speech.workers`` processes, one thread each). It
-checks that both say the same: per group, the share of utterances of the same length and the
-median correlation of their features (not bit for bit: the synthesizers vary a little from run to
-run, ``tts.py``). It prints, per mode, the median wall time, the utterances per second and the
+reports how closely both say the same, per group: the share of utterances of the same length and
+the median correlation of their features (not bit for bit: the synthesizers vary a little from
+run to run, ``tts.py``). It prints, per mode, the median wall time, the utterances per second and the
 ratio, and saves them to ``outputs/benchmarks/bench_listening.json``.
 Needs the profile's data step (built in ``--runs-dir`` if it is not there).
 """
@@ -44,19 +44,25 @@ def main() -> None:
 
     from s2i_lib import pipeline
     from s2i_lib.artifacts import atomic_write_json
-    from s2i_lib.config import load_config
+    from s2i_lib.config import ConfigError, load_config
     from s2i_lib.data.layout import read_dataset
     from s2i_lib.device import cpu_count
     from s2i_lib.speech.listening import speak_groups
     from s2i_lib.steps.sen import listening_jobs
 
-    cfg = load_config(args.profile, [f"sen.listening_captions={args.captions}"] if args.captions else None)
+    try:
+        cfg = load_config(args.profile, [f"sen.listening_captions={args.captions}"] if args.captions else None)
+    except ConfigError as e:
+        parser.error(str(e))
     test = read_dataset(pipeline.ensure("data", cfg, args.runs_dir)).split("test")
     _, _, jobs = listening_jobs(cfg, test)
     if not jobs:
         parser.error(f"{args.profile}: no listening groups (sen.listening_*)")
     n_utts = sum(len(t) for _, t in jobs)
     workers = min(cfg.speech.workers, cpu_count())
+    if workers < 2:
+        parser.error(f"{workers} worker process (speech.workers {cfg.speech.workers}, {cpu_count()} cores): "
+                     "nothing to compare with one process")
     modes = {"one process": 1, f"{workers} workers": workers}
     print(f"{args.profile}: {len(jobs)} groups x {len(jobs[0][1])} captions = {n_utts} utterances; "
           f"torch threads {torch.get_num_threads()}", flush=True)
@@ -75,7 +81,8 @@ def main() -> None:
     agreement = {}
     for (group, _), fa, fb in zip(jobs, a, b):
         n = [min(len(x), len(y)) for x, y in zip(fa, fb)]
-        corr = [float(torch.corrcoef(torch.stack([x[:k].flatten(), y[:k].flatten()]))[0, 1]) for x, y, k in zip(fa, fb, n)]
+        corr = [float(torch.corrcoef(torch.stack([x[:k].flatten(), y[:k].flatten()]))[0, 1])
+                for x, y, k in zip(fa, fb, n)]
         agreement[group.name] = {"same_length": round(sum(len(x) == len(y) for x, y in zip(fa, fb)) / len(fa), 3),
                                  "median_correlation": round(statistics.median(corr), 4)}
     rows = {m: {"wall_s": round(statistics.median(t), 1), "utt_per_s": round(n_utts / statistics.median(t), 1)}

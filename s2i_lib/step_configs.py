@@ -81,7 +81,7 @@ class SpeechConfig:
     max_audio_seconds: float = 60.0     # longer audio is refused (synthesis and read_audio)
     min_speech_seconds: float = 0.1     # synthesized audio needs this much non-silent sound
     silence_rms: float = 1e-3           # RMS (full scale = 1) below which audio counts as silent
-    workers: int = 2                    # processes for synthesis and feature extraction
+    workers: int = 2                    # processes for synthesis, features and the listening tests
 
     def validate(self, p: str) -> None:
         _check(len(self.voices) >= 1, f"{p}.voices", self.voices, "needs at least one voice")

@@ -116,26 +116,30 @@ def speak_groups(jobs: Sequence[tuple[ListeningGroup, Sequence[str]]], speech_cf
 
     From ``min_parallel`` utterances on, chunks of ``chunk`` utterances are shared among ``workers``
     spawned processes, one synthesizer and torch thread each, as the speech step synthesizes: the
-    natural voice is the bulk of the work, and one process with two threads per library is slower
-    than two processes with one (x1.49 on the default profile, docs/experiments.md). Each utterance's prosody and noise are drawn from
-    ``(seed, its index in its group)``, so how the work is shared changes only what the synthesizers
-    themselves vary from run to run (Piper's unseeded noise, eSpeak's dependence on what its process
-    said before: ``tts.py``)."""
+    natural voice is the bulk of the work, and one process with two threads per library is
+    slower than two processes with one (x1.49 on the default profile, docs/experiments.md). Each
+    utterance's prosody and noise are drawn from ``(seed, its index in its group)``, so how the
+    work is shared changes only what the synthesizers themselves vary from run to run (Piper's
+    unseeded noise, eSpeak's dependence on what its process said before: ``tts.py``)."""
     s = speech_cfg
     settings = {"sample_rate": s.sample_rate, "n_mels": s.n_mels, "win_ms": s.win_ms, "hop_ms": s.hop_ms,
                 "max_caption_chars": s.max_caption_chars}
     n_utts = sum(len(texts) for _, texts in jobs)
-    workers = max(1, min(int(workers), cpu_count()))
+    starts = [(j, start) for j, (_, texts) in enumerate(jobs) for start in range(0, len(texts), chunk)]
+    workers = max(1, min(int(workers), cpu_count(), len(starts)))
     parallel = workers > 1 and n_utts >= min_parallel
     threads = 1 if parallel else None     # None: one process, the libraries' own thread counts
-    chunks = [(j, start, group.voice, group.degradation, list(texts[start:start + chunk]), settings, seed, threads)
-              for j, (group, texts) in enumerate(jobs) for start in range(0, len(texts), chunk)]
+    chunks = [(j, start, jobs[j][0].voice, jobs[j][0].degradation, list(jobs[j][1][start:start + chunk]),
+               settings, seed, threads) for j, start in starts]
     out: list[list] = [[None] * len(texts) for _, texts in jobs]
     results = imap_unordered(_speak_chunk, chunks, workers) if parallel else map(_speak_chunk, chunks)
-    with tqdm(total=n_utts, unit="utt", desc="listening tests", disable=not progress, leave=False) as bar:
-        for j, start, feats in results:
-            out[j][start:start + len(feats)] = [torch.from_numpy(f) for f in feats]
-            bar.update(len(feats))
+    try:
+        with tqdm(total=n_utts, unit="utt", desc="listening tests", disable=not progress, leave=False) as bar:
+            for j, start, feats in results:
+                out[j][start:start + len(feats)] = [torch.from_numpy(f) for f in feats]
+                bar.update(len(feats))
+    finally:
+        _SYNTHS.clear()   # in this process (one-process mode): free the models once the groups are said
     return out
 
 
